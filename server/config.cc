@@ -1,0 +1,244 @@
+#include "server/config.h"
+
+#include <cstdlib>
+#include <limits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace fms {
+namespace {
+
+using Setter = std::function<absl::Status(const std::string&, ServerConfig*)>;
+
+struct Option {
+  std::string flag;  // Without the leading "--".
+  std::string env;
+  std::string help;
+  bool is_bool = false;  // A bare --flag means true.
+  Setter set;
+};
+
+absl::Status BadValue(const std::string& value, const char* expected) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid value '", value, "': expected ", expected));
+}
+
+Setter Uint(uint32_t ServerConfig::*field, uint32_t min, uint32_t max) {
+  return [=](const std::string& value, ServerConfig* config) {
+    uint32_t parsed = 0;
+    if (!absl::SimpleAtoi(value, &parsed) || parsed < min || parsed > max) {
+      return BadValue(value, absl::StrFormat("an integer in [%d, %d]", min, max)
+                                 .c_str());
+    }
+    config->*field = parsed;
+    return absl::OkStatus();
+  };
+}
+
+Setter Bool(bool ServerConfig::*field) {
+  return [=](const std::string& value, ServerConfig* config) {
+    const std::string lower = absl::AsciiStrToLower(value);
+    if (lower == "true" || lower == "1") {
+      config->*field = true;
+    } else if (lower == "false" || lower == "0") {
+      config->*field = false;
+    } else {
+      return BadValue(value, "true or false");
+    }
+    return absl::OkStatus();
+  };
+}
+
+Setter String(std::string ServerConfig::*field) {
+  return [=](const std::string& value, ServerConfig* config) {
+    config->*field = value;
+    return absl::OkStatus();
+  };
+}
+
+Setter OneOf(std::string ServerConfig::*field, std::vector<std::string> allowed,
+             const char* expected) {
+  return [=](const std::string& value, ServerConfig* config) {
+    for (const auto& candidate : allowed) {
+      if (value == candidate) {
+        config->*field = value;
+        return absl::OkStatus();
+      }
+    }
+    return BadValue(value, expected);
+  };
+}
+
+Setter MaxSequenceLength() {
+  return [](const std::string& value, ServerConfig* config) {
+    uint32_t parsed = 0;
+    if (!absl::SimpleAtoi(value, &parsed) || parsed < 2) {
+      return BadValue(value, "an integer >= 2");
+    }
+    config->max_sequence_length = parsed;
+    return absl::OkStatus();
+  };
+}
+
+constexpr uint32_t kMaxU32 = std::numeric_limits<uint32_t>::max();
+
+const std::vector<Option>& Options() {
+  static const auto* options = new std::vector<Option>{
+      {"model-name", "MODEL_NAME", "Hugging Face model directory", false,
+       String(&ServerConfig::model_name)},
+      {"max-sequence-length", "MAX_SEQUENCE_LENGTH",
+       "input + output tokens per sequence [default: from config.json]", false,
+       MaxSequenceLength()},
+      {"max-new-tokens", "MAX_NEW_TOKENS", "per-request cap [default: 1024]",
+       false, Uint(&ServerConfig::max_new_tokens, 1, kMaxU32)},
+      {"max-batch-size", "MAX_BATCH_SIZE",
+       "sequences in the running batch [default: 12]", false,
+       Uint(&ServerConfig::max_batch_size, 1, kMaxU32)},
+      {"max-concurrent-requests", "MAX_CONCURRENT_REQUESTS",
+       "admitted inputs before RESOURCE_EXHAUSTED [default: 512]", false,
+       Uint(&ServerConfig::max_concurrent_requests, 1, kMaxU32)},
+      {"max-waiting-tokens", "MAX_WAITING_TOKENS",
+       "decode steps a waiting request waits at most [default: 24]", false,
+       Uint(&ServerConfig::max_waiting_tokens, 0, kMaxU32)},
+      {"dtype-str", "DTYPE_STR",
+       "float32, bfloat16 or float16 [default: float32 on CPU]", false,
+       OneOf(&ServerConfig::dtype_str, {"float32", "bfloat16", "float16"},
+             "float32, bfloat16 or float16")},
+      {"num-shard", "NUM_SHARD", "tensor-parallel workers [default: 1]", false,
+       Uint(&ServerConfig::num_shard, 1, 64)},
+      {"grpc-port", "GRPC_PORT", "gRPC port [default: 8033]", false,
+       Uint(&ServerConfig::grpc_port, 0, 65535)},
+      {"port", "PORT", "HTTP /health and /metrics port [default: 3000]", false,
+       Uint(&ServerConfig::port, 0, 65535)},
+      {"tls-cert-path", "TLS_CERT_PATH", "server certificate (PEM)", false,
+       String(&ServerConfig::tls_cert_path)},
+      {"tls-key-path", "TLS_KEY_PATH", "server private key (PEM)", false,
+       String(&ServerConfig::tls_key_path)},
+      {"tls-client-ca-cert-path", "TLS_CLIENT_CA_CERT_PATH",
+       "CA that client certificates must chain to (mTLS)", false,
+       String(&ServerConfig::tls_client_ca_cert_path)},
+      {"output-special-tokens", "OUTPUT_SPECIAL_TOKENS",
+       "keep special tokens in output text [default: false]", true,
+       Bool(&ServerConfig::output_special_tokens)},
+      {"default-include-stop-seqs", "DEFAULT_INCLUDE_STOP_SEQS",
+       "default of include_stop_sequence [default: true]", true,
+       Bool(&ServerConfig::default_include_stop_seqs)},
+      {"json-output", "JSON_OUTPUT", "JSON logs [default: false]", true,
+       Bool(&ServerConfig::json_output)},
+      {"log-level", "LOG_LEVEL", "trace, debug, info, warn, error [default: info]",
+       false,
+       OneOf(&ServerConfig::log_level,
+             {"trace", "debug", "info", "warn", "error"},
+             "trace, debug, info, warn or error")},
+  };
+  return *options;
+}
+
+const Option* FindFlag(const std::string& name) {
+  for (const Option& option : Options()) {
+    if (option.flag == name) return &option;
+  }
+  return nullptr;
+}
+
+absl::Status Apply(const Option& option, const std::string& value,
+                   const std::string& source, ServerConfig* config) {
+  absl::Status status = option.set(value, config);
+  if (status.ok()) return status;
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": ", status.message()));
+}
+
+absl::Status Validate(const ServerConfig& config) {
+  if (config.tls_cert_path.empty() != config.tls_key_path.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS_CERT_PATH and TLS_KEY_PATH must be given together");
+  }
+  if (!config.tls_client_ca_cert_path.empty() && config.tls_cert_path.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS_CLIENT_CA_CERT_PATH requires TLS_CERT_PATH and TLS_KEY_PATH");
+  }
+  return absl::OkStatus();
+}
+
+// Applies the command-line flags over `config`; sets *help on --help.
+absl::Status ApplyFlags(const std::vector<std::string>& args,
+                        ServerConfig* config, bool* help) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      *help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", arg, "'"));
+    }
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? eq : eq - 2);
+    const Option* option = FindFlag(name);
+    if (option == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+    std::string value;
+    if (eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+    } else if (option->is_bool) {
+      value = "true";
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("flag --", name, " needs a value"));
+    }
+    absl::Status status = Apply(*option, value, "--" + name, config);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::optional<std::string> ProcessEnv(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+absl::StatusOr<ParsedCommandLine> ParseServerConfig(
+    const std::vector<std::string>& args, const EnvLookup& env) {
+  ParsedCommandLine parsed;
+  for (const Option& option : Options()) {
+    const std::optional<std::string> value = env(option.env);
+    if (!value.has_value()) continue;
+    absl::Status status = Apply(option, *value, option.env, &parsed.config);
+    if (!status.ok()) return status;
+  }
+  absl::Status status = ApplyFlags(args, &parsed.config, &parsed.help);
+  if (!status.ok()) return status;
+  if (parsed.help) return parsed;
+  status = Validate(parsed.config);
+  if (!status.ok()) return status;
+  return parsed;
+}
+
+std::string ServerConfigHelp() {
+  std::string help =
+      "Usage: fms-server [--flag=value ...]\n"
+      "TGIS-compatible gRPC text-generation server. Every flag also reads the\n"
+      "environment variable named beside it; a flag wins over its variable.\n\n";
+  for (const Option& option : Options()) {
+    absl::StrAppendFormat(&help, "  --%s%s  [env: %s]\n      %s\n", option.flag,
+                          option.is_bool ? "[=true|false]" : "=VALUE",
+                          option.env, option.help);
+  }
+  absl::StrAppend(&help, "  --help, -h\n      this text\n");
+  return help;
+}
+
+}  // namespace fms

@@ -1,0 +1,76 @@
+// Server configuration with TGIS's launcher flag and environment names
+// (shared/docs/tgis-api.md section 3.1): a flag wins over its environment
+// variable, which wins over the default. Const after start-up.
+
+#ifndef FMS_SERVER_CONFIG_H_
+#define FMS_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fms {
+
+struct ServerConfig {
+  // MODEL_NAME: a Hugging Face model directory (nothing is downloaded).
+  std::string model_name;
+  // MAX_SEQUENCE_LENGTH: input + output tokens per sequence; unset means the
+  // model's max_position_embeddings.
+  std::optional<uint32_t> max_sequence_length;
+  // MAX_NEW_TOKENS: per-request cap, clamped to max_sequence_length - 1.
+  uint32_t max_new_tokens = 1024;
+  // MAX_BATCH_SIZE: most sequences in the running batch.
+  uint32_t max_batch_size = 12;
+  // MAX_CONCURRENT_REQUESTS: admitted inputs (not RPCs); beyond, RESOURCE_EXHAUSTED.
+  uint32_t max_concurrent_requests = 512;
+  // MAX_WAITING_TOKENS: decode steps after which a waiting request is admitted.
+  uint32_t max_waiting_tokens = 24;
+  // DTYPE_STR: float32, bfloat16 or float16; empty means float32 on CPU.
+  std::string dtype_str;
+  // NUM_SHARD: tensor-parallel worker processes.
+  uint32_t num_shard = 1;
+  // GRPC_PORT: the fmaas.GenerationService port.
+  uint32_t grpc_port = 8033;
+  // PORT: HTTP /health and /metrics.
+  uint32_t port = 3000;
+  // TLS_CERT_PATH / TLS_KEY_PATH: both or neither; TLS_CLIENT_CA_CERT_PATH
+  // (mTLS) only with them.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  std::string tls_client_ca_cert_path;
+  // OUTPUT_SPECIAL_TOKENS: keep special tokens when detokenizing.
+  bool output_special_tokens = false;
+  // DEFAULT_INCLUDE_STOP_SEQS: default of include_stop_sequence.
+  bool default_include_stop_seqs = true;
+  // JSON_OUTPUT: JSON log lines instead of text.
+  bool json_output = false;
+  // LOG_LEVEL: trace, debug, info, warn, error.
+  std::string log_level = "info";
+};
+
+// Reads an environment variable; nullopt when unset.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+
+// The process environment.
+std::optional<std::string> ProcessEnv(const std::string& name);
+
+struct ParsedCommandLine {
+  ServerConfig config;
+  bool help = false;  // --help was given.
+};
+
+// Parses `args` (without the program name) over `env`. Unknown flags, bad
+// values and inconsistent combinations fail with a message naming them.
+absl::StatusOr<ParsedCommandLine> ParseServerConfig(
+    const std::vector<std::string>& args, const EnvLookup& env);
+
+// The --help text: every flag with its environment name and default.
+std::string ServerConfigHelp();
+
+}  // namespace fms
+
+#endif  // FMS_SERVER_CONFIG_H_

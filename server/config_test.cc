@@ -1,0 +1,104 @@
+#include "server/config.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace fms {
+namespace {
+
+EnvLookup FakeEnv(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const std::string& name)
+             -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(ServerConfig, DefaultsAreTgisDefaults) {
+  auto parsed = ParseServerConfig({}, FakeEnv({}));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const ServerConfig& config = parsed->config;
+  EXPECT_EQ(config.grpc_port, 8033u);
+  EXPECT_EQ(config.port, 3000u);
+  EXPECT_EQ(config.max_new_tokens, 1024u);
+  EXPECT_EQ(config.max_batch_size, 12u);
+  EXPECT_EQ(config.max_concurrent_requests, 512u);
+  EXPECT_EQ(config.max_waiting_tokens, 24u);
+  EXPECT_EQ(config.num_shard, 1u);
+  EXPECT_FALSE(config.max_sequence_length.has_value());
+  EXPECT_TRUE(config.default_include_stop_seqs);
+  EXPECT_FALSE(config.output_special_tokens);
+  EXPECT_FALSE(parsed->help);
+}
+
+TEST(ServerConfig, FlagWinsOverEnvironmentWhichWinsOverDefault) {
+  auto parsed = ParseServerConfig(
+      {"--max-new-tokens=64", "--grpc-port", "9000"},
+      FakeEnv({{"MAX_NEW_TOKENS", "32"}, {"MAX_BATCH_SIZE", "4"},
+               {"MODEL_NAME", "/models/demo"}}));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.max_new_tokens, 64u);
+  EXPECT_EQ(parsed->config.grpc_port, 9000u);
+  EXPECT_EQ(parsed->config.max_batch_size, 4u);
+  EXPECT_EQ(parsed->config.model_name, "/models/demo");
+}
+
+TEST(ServerConfig, BooleanFlagsTakeAnOptionalValue) {
+  auto parsed = ParseServerConfig(
+      {"--json-output", "--default-include-stop-seqs=false"},
+      FakeEnv({{"OUTPUT_SPECIAL_TOKENS", "TRUE"}}));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->config.json_output);
+  EXPECT_FALSE(parsed->config.default_include_stop_seqs);
+  EXPECT_TRUE(parsed->config.output_special_tokens);
+}
+
+struct ErrorCase {
+  std::vector<std::string> args;
+  std::map<std::string, std::string> env;
+  std::string message;
+};
+
+TEST(ServerConfig, ErrorsNameTheFlagOrVariable) {
+  const std::vector<ErrorCase> cases = {
+      {{"--no-such-flag=1"}, {}, "unknown flag --no-such-flag"},
+      {{"--max-new-tokens=abc"}, {}, "--max-new-tokens: invalid value 'abc'"},
+      {{"--max-new-tokens=0"}, {}, "--max-new-tokens: invalid value '0'"},
+      {{}, {{"MAX_BATCH_SIZE", "-3"}}, "MAX_BATCH_SIZE: invalid value '-3'"},
+      {{}, {{"MAX_SEQUENCE_LENGTH", "1"}}, "MAX_SEQUENCE_LENGTH: invalid value"},
+      {{"--grpc-port=70000"}, {}, "--grpc-port: invalid value '70000'"},
+      {{"--dtype-str=int4"}, {}, "--dtype-str: invalid value 'int4'"},
+      {{"--json-output=maybe"}, {}, "--json-output: invalid value 'maybe'"},
+      {{"--max-batch-size"}, {}, "flag --max-batch-size needs a value"},
+      {{"serve"}, {}, "unexpected argument 'serve'"},
+      {{"--tls-cert-path=c.pem"}, {}, "TLS_CERT_PATH and TLS_KEY_PATH"},
+      {{}, {{"TLS_CLIENT_CA_CERT_PATH", "ca.pem"}}, "TLS_CLIENT_CA_CERT_PATH"},
+  };
+  for (const ErrorCase& c : cases) {
+    auto parsed = ParseServerConfig(c.args, FakeEnv(c.env));
+    ASSERT_FALSE(parsed.ok()) << c.message;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().message().find(c.message), std::string::npos)
+        << parsed.status().message();
+  }
+}
+
+TEST(ServerConfig, HelpListsEveryFlagWithItsEnvironmentName) {
+  auto parsed = ParseServerConfig({"--help"}, FakeEnv({}));
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_TRUE(parsed->help);
+  const std::string help = ServerConfigHelp();
+  for (const char* name :
+       {"--model-name", "MODEL_NAME", "--max-sequence-length", "--num-shard",
+        "NUM_SHARD", "GRPC_PORT", "TLS_CLIENT_CA_CERT_PATH", "LOG_LEVEL",
+        "DEFAULT_INCLUDE_STOP_SEQS", "MAX_WAITING_TOKENS", "DTYPE_STR"}) {
+    EXPECT_NE(help.find(name), std::string::npos) << name;
+  }
+}
+
+}  // namespace
+}  // namespace fms
