@@ -24,6 +24,7 @@ _LIBS = {
     "sentencepiece": (["sentencepiece"], [], "only the dlopen shim may link this"),
     "gtest": (["gtest", "gmock", "gtest_main"], [], "GoogleTest and GoogleMock with main"),
     "prometheus": (["prometheus-cpp-core", "prometheus-cpp-pull"], [], "prometheus-cpp"),
+    "json": (["nlohmann_json"], [], "nlohmann JSON 3.11, header-only"),
 }
 
 def _pkg_config(rctx, modules):

@@ -1,0 +1,29 @@
+#include "model/kv_cache.h"
+
+#include "model/forward_batch.h"
+
+namespace fms {
+
+KvCache::KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim,
+                 const KvCacheOptions& options,
+                 at::TensorOptions tensor_options)
+    : options_(options) {
+  TORCH_CHECK(options.num_blocks > 0 && options.block_size > 0,
+              "KV cache needs blocks");
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    keys_.push_back(at::zeros(
+        {options.num_blocks * options.block_size, num_kv_heads, head_dim},
+        tensor_options));
+    values_.push_back(at::zeros_like(keys_.back()));
+  }
+}
+
+int64_t NumLogitRows(const ForwardBatch& batch) {
+  int64_t rows = 0;
+  for (const SequenceChunk& s : batch.sequences) {
+    rows += s.all_logits ? s.num_tokens : 1;
+  }
+  return rows;
+}
+
+}  // namespace fms

@@ -1,0 +1,40 @@
+// The paged KV cache: per layer, a pool of fixed-size blocks of keys and
+// values on the model's device. Block ids belong to the scheduler's
+// allocator; the model only reads and writes the slots it is told to.
+
+#ifndef FMS_MODEL_KV_CACHE_H_
+#define FMS_MODEL_KV_CACHE_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace fms {
+
+struct KvCacheOptions {
+  int64_t num_blocks = 0;   // Blocks in the pool (per layer).
+  int64_t block_size = 16;  // Token positions per block.
+};
+
+class KvCache {
+ public:
+  KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim,
+          const KvCacheOptions& options, at::TensorOptions tensor_options);
+
+  int64_t num_blocks() const { return options_.num_blocks; }
+  int64_t block_size() const { return options_.block_size; }
+
+  // [num_blocks * block_size, kv_heads, head_dim]: slot = block * size + offset.
+  at::Tensor& keys(int64_t layer) { return keys_[layer]; }
+  at::Tensor& values(int64_t layer) { return values_[layer]; }
+
+ private:
+  KvCacheOptions options_;
+  std::vector<at::Tensor> keys_;
+  std::vector<at::Tensor> values_;
+};
+
+}  // namespace fms
+
+#endif  // FMS_MODEL_KV_CACHE_H_

@@ -1,0 +1,111 @@
+// llama_probe: runs LlamaModel on batches described by a JSON request on
+// stdin, for the parity tests against Hugging Face transformers.
+//
+//   {"model": DIR, "dtype": "float32" | "bfloat16", "threads": 2,
+//    "block_size": 16, "num_blocks": 256, "out": FILE,
+//    "steps": [{"sequences": [{"tokens": [...], "context_len": 0,
+//                              "blocks": [...], "all_logits": false}]}],
+//    "generate": {"prompts": [[...], ...], "max_new_tokens": 64}}
+//
+// "steps": each step's fp32 logits are appended to FILE (raw, row-major);
+// stdout gets {"rows": [rows per step], "vocab": V}.
+// "generate": greedy decoding of all prompts batched together (one prefill
+// step, then one decode step per token); stdout gets {"tokens": [[...]]}.
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include "model/llama_model.h"
+#include "model/torch_threads.h"
+#include "nlohmann/json.hpp"
+
+namespace fms {
+namespace {
+
+using json = nlohmann::json;
+
+ForwardBatch ParseStep(const json& step) {
+  ForwardBatch batch;
+  for (const json& s : step["sequences"]) {
+    SequenceChunk chunk;
+    const auto tokens = s["tokens"].get<std::vector<int32_t>>();
+    chunk.num_tokens = static_cast<int64_t>(tokens.size());
+    chunk.context_len = s.value("context_len", 0);
+    chunk.block_table = s["blocks"].get<std::vector<int32_t>>();
+    chunk.all_logits = s.value("all_logits", false);
+    batch.token_ids.insert(batch.token_ids.end(), tokens.begin(), tokens.end());
+    batch.sequences.push_back(std::move(chunk));
+  }
+  return batch;
+}
+
+json RunSteps(const LlamaModel& model, KvCache& cache, const json& request) {
+  std::ofstream out(request["out"].get<std::string>(), std::ios::binary);
+  json rows = json::array();
+  for (const json& step : request["steps"]) {
+    const at::Tensor logits = model.Forward(ParseStep(step), cache).contiguous();
+    out.write(static_cast<const char*>(logits.data_ptr()), logits.nbytes());
+    rows.push_back(logits.size(0));
+  }
+  return {{"rows", rows}, {"vocab", model.config().vocab_size}};
+}
+
+json Generate(const LlamaModel& model, KvCache& cache, const json& request) {
+  const auto prompts =
+      request["generate"]["prompts"].get<std::vector<std::vector<int32_t>>>();
+  const int64_t max_new = request["generate"]["max_new_tokens"];
+  const int64_t block_size = cache.block_size();
+  std::vector<std::vector<int32_t>> generated(prompts.size());
+  ForwardBatch batch;
+  int32_t next_block = 0;
+  for (const auto& prompt : prompts) {
+    SequenceChunk s;
+    s.num_tokens = static_cast<int64_t>(prompt.size());
+    const int64_t blocks =
+        (s.num_tokens + max_new + block_size - 1) / block_size;
+    for (int64_t b = 0; b < blocks; ++b) s.block_table.push_back(next_block++);
+    batch.token_ids.insert(batch.token_ids.end(), prompt.begin(), prompt.end());
+    batch.sequences.push_back(std::move(s));
+  }
+  for (int64_t step = 0; step < max_new; ++step) {
+    const at::Tensor next = model.Forward(batch, cache).argmax(-1).to(at::kInt);
+    batch.token_ids.clear();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const int32_t token = next[i].item<int32_t>();
+      generated[i].push_back(token);
+      batch.token_ids.push_back(token);
+      SequenceChunk& s = batch.sequences[i];
+      s.context_len += s.num_tokens;
+      s.num_tokens = 1;
+    }
+  }
+  return {{"tokens", generated}};
+}
+
+int Run() {
+  const json request = json::parse(std::cin);
+  ConfigureTorchThreads({.intra_op_threads = request.value("threads", 2)});
+  const std::string dtype = request.value("dtype", "float32");
+  LlamaOptions options;
+  options.dtype = dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  auto model = LlamaModel::Load(request["model"], options);
+  if (!model.ok()) {
+    std::cerr << model.status().message() << "\n";
+    return 1;
+  }
+  KvCache cache = (*model)->MakeCache({.num_blocks = request.value("num_blocks", 256),
+                                       .block_size = request.value("block_size", 16)});
+  c10::InferenceMode inference;
+  const json result = request.contains("generate")
+                          ? Generate(**model, cache, request)
+                          : RunSteps(**model, cache, request);
+  std::cout << result.dump() << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace fms
+
+int main() { return fms::Run(); }

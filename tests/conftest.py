@@ -1,0 +1,49 @@
+"""Shared fixtures for the Python tests: paths, test models, the probe."""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BAZEL_BIN = ROOT / "bazel-bin"
+
+
+def cache_dir():
+    base = os.environ.get("FMS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fms-serve"
+    )
+    return pathlib.Path(base)
+
+
+@pytest.fixture(scope="session")
+def test_models():
+    """Directory of the tiny test checkpoints, generated once per script version."""
+    script = ROOT / "tools" / "make_test_models.py"
+    key = hashlib.sha256(
+        script.read_bytes() + (ROOT / "tools" / "requirements.txt").read_bytes()
+    ).hexdigest()[:16]
+    out = cache_dir() / "test-models" / key
+    if not (out / ".complete").exists():
+        subprocess.run([sys.executable, str(script), "--out", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        (out / ".complete").write_text("ok\n")
+    return out
+
+
+def run_probe(request, tmp_path):
+    """Runs //model:llama_probe on `request`; returns (stdout JSON, logits file)."""
+    probe = BAZEL_BIN / "model" / "llama_probe"
+    if not probe.exists():
+        pytest.fail(f"{probe} missing: run `bazel build //...` (tools/test does)")
+    out = tmp_path / "logits.bin"
+    request = {**request, "out": str(out)}
+    result = subprocess.run([str(probe)], input=json.dumps(request), text=True,
+                            capture_output=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"llama_probe failed: {result.stderr}")
+    return json.loads(result.stdout), out

@@ -1,0 +1,158 @@
+"""Parity of //model:llama (through llama_probe) with transformers' LlamaForCausalLM.
+
+Same checkpoints (tools/make_test_models.py), same token ids. fp32 logits must
+agree within 1e-4 * max|logit|; bf16 within the tolerance documented below.
+"""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from conftest import run_probe
+
+FP32_RTOL = 1e-4  # of max |logit|; measured: <= 5.1e-7 on these models.
+# bf16 against transformers in bf16: measured bit-identical on these models
+# (2026-11-29, CPU); 1e-2 of max |logit| leaves room for other kernels.
+BF16_RTOL = 1e-2
+# bf16 against the fp32 reference: measured <= 1.05e-2 of max |logit|.
+BF16_VS_FP32_RTOL = 3e-2
+VARIANTS = ["mha", "gqa2", "gqa1", "llama3", "tied", "sharded", "bf16"]
+
+torch.set_num_threads(2)
+_HF_CACHE = {}
+
+
+def hf_model(path, dtype=torch.float32):
+    key = (str(path), dtype)
+    if key not in _HF_CACHE:
+        _HF_CACHE[key] = LlamaForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    return _HF_CACHE[key]
+
+
+def hf_logits(path, tokens, dtype=torch.float32):
+    """Full-sequence logits [len, vocab] in fp32, no cache."""
+    with torch.no_grad():
+        out = hf_model(path, dtype)(torch.tensor([tokens]))
+    return out.logits[0].float().numpy()
+
+
+def prompts(seed, lengths, vocab=512):
+    rng = random.Random(seed)
+    return [[1] + [rng.randrange(3, vocab) for _ in range(n - 1)] for n in lengths]
+
+
+def assert_close(ours, ref, rtol, what):
+    scale = np.abs(ref).max()
+    err = np.abs(ours - ref).max()
+    assert err <= rtol * scale, f"{what}: max abs err {err:.3g} > {rtol} * {scale:.3g}"
+
+
+def ragged_plan(seqs, chunk, block_size, num_blocks, seed):
+    """Steps that feed each sequence's tokens in chunks (a chunk of 1 is a
+    decode), starting sequences at different steps so that prefill chunks and
+    decodes share steps. Block ids are shuffled across the pool.
+
+    Returns (steps, [(step index, row) of each sequence's last logits row],
+    per-sequence full-logits rows [(step, first row, count)])."""
+    rng = random.Random(seed)
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    tables = []
+    for s in seqs:
+        need = (len(s) + block_size - 1) // block_size
+        tables.append([free.pop() for _ in range(need)])
+    done = [0] * len(seqs)
+    start = [i // 2 for i in range(len(seqs))]  # Two new sequences per step.
+    steps, rows = [], [[] for _ in seqs]
+    step = 0
+    while any(d < len(s) for d, s in zip(done, seqs)):
+        sequences, row = [], 0
+        for i, s in enumerate(seqs):
+            if step < start[i] or done[i] == len(s):
+                continue
+            n = min(len(s) - done[i], chunk[i] if done[i] == 0 else rng.choice([1, 1, 3]))
+            sequences.append({"tokens": s[done[i]:done[i] + n], "context_len": done[i],
+                              "blocks": tables[i], "all_logits": True})
+            rows[i].append((step, row, n))
+            row += n
+            done[i] += n
+        steps.append({"sequences": sequences})
+        step += 1
+    return steps, rows
+
+
+def split_logits(meta, path):
+    vocab = meta["vocab"]
+    flat = np.fromfile(path, dtype=np.float32).reshape(-1, vocab)
+    out, offset = [], 0
+    for rows in meta["rows"]:
+        out.append(flat[offset:offset + rows])
+        offset += rows
+    return out
+
+
+@pytest.mark.parametrize("variant,dtype", [(v, "float32") for v in VARIANTS[:-1]] +
+                         [("bf16", "bfloat16"), ("mha", "bfloat16")])
+def test_prefill_logits_match_transformers(test_models, tmp_path, variant, dtype):
+    path = test_models / variant
+    bf16 = dtype == "bfloat16"
+    seqs = prompts(1, [1, 7, 33, 70])
+    steps = [{"sequences": [{"tokens": s, "blocks": list(range(8)), "all_logits": True}]}
+             for s in seqs]
+    meta, out = run_probe({"model": str(path), "steps": steps, "num_blocks": 8,
+                           "dtype": dtype}, tmp_path)
+    for s, ours in zip(seqs, split_logits(meta, out)):
+        what = f"{variant} {dtype} len {len(s)}"
+        ref = hf_logits(path, s)
+        if bf16:
+            assert_close(ours, hf_logits(path, s, torch.bfloat16), BF16_RTOL, what)
+            assert_close(ours, ref, BF16_VS_FP32_RTOL, what + " vs fp32")
+        else:
+            assert_close(ours, ref, FP32_RTOL, what)
+
+
+@pytest.mark.parametrize("block_size", [1, 16, 64])
+@pytest.mark.parametrize("variant", ["mha", "gqa1", "llama3"])
+def test_ragged_batch_matches_each_sequence_alone(test_models, tmp_path, variant,
+                                                  block_size):
+    path = test_models / variant
+    seqs = prompts(2, [5, 40, 17, 64, 1, 23, 90, 9])
+    chunk = [5, 16, 17, 30, 1, 8, 45, 9]  # first-chunk sizes: some prompts split
+    num_blocks = sum((len(s) + block_size - 1) // block_size for s in seqs) + 3
+    steps, rows = ragged_plan(seqs, chunk, block_size, num_blocks, seed=block_size)
+    assert any(len(st["sequences"]) > 1 and
+               {len(q["tokens"]) == 1 for q in st["sequences"]} == {True, False}
+               for st in steps), "plan must mix prefill chunks and decodes"
+    meta, out = run_probe({"model": str(path), "steps": steps, "block_size": block_size,
+                           "num_blocks": num_blocks}, tmp_path)
+    per_step = split_logits(meta, out)
+    for i, s in enumerate(seqs):
+        ours = np.concatenate([per_step[st][r:r + n] for st, r, n in rows[i]])
+        assert_close(ours, hf_logits(path, s), FP32_RTOL, f"{variant} seq {i}")
+
+
+def hf_greedy(path, prompt, new_tokens):
+    """Greedy decoding with transformers' KV cache, no EOS stop."""
+    model = hf_model(path)
+    with torch.no_grad():
+        out = model(torch.tensor([prompt]), use_cache=True)
+        tokens = []
+        for _ in range(new_tokens):
+            nxt = int(out.logits[0, -1].argmax())
+            tokens.append(nxt)
+            out = model(torch.tensor([[nxt]]), cache=out.past_key_values,
+                        use_cache=True)
+    return tokens
+
+
+@pytest.mark.parametrize("variant", ["mha", "gqa2", "llama3"])
+def test_64_greedy_tokens_identical(test_models, tmp_path, variant):
+    path = test_models / variant
+    seqs = prompts(3, [3, 12, 30])
+    meta, _ = run_probe({"model": str(path), "num_blocks": 64,
+                         "generate": {"prompts": seqs, "max_new_tokens": 64}}, tmp_path)
+    for s, ours in zip(seqs, meta["tokens"]):
+        assert ours == hf_greedy(path, s, 64)
