@@ -9,8 +9,10 @@
 //
 // "steps": each step's fp32 logits are appended to FILE (raw, row-major);
 // stdout gets {"rows": [rows per step], "vocab": V}.
-// "generate": greedy decoding of all prompts batched together (one prefill
-// step, then one decode step per token); stdout gets {"tokens": [[...]]}.
+// "generate": decoding of all prompts batched together (one prefill step,
+// then one decode step per token), greedy unless "params" gives per-prompt
+// sampling parameters {"temperature", "top_k", "top_p", "typical_p", "seed",
+// "repetition_penalty"}; stdout gets {"tokens": [[...]]}.
 
 #include <cstdio>
 #include <fstream>
@@ -18,6 +20,7 @@
 #include <iterator>
 
 #include "model/llama_model.h"
+#include "model/sampling.h"
 #include "model/torch_threads.h"
 #include "nlohmann/json.hpp"
 
@@ -52,9 +55,39 @@ json RunSteps(const LlamaModel& model, KvCache& cache, const json& request) {
   return {{"rows", rows}, {"vocab", model.config().vocab_size}};
 }
 
+std::vector<SamplingParams> ParseParams(const json& generate, size_t n) {
+  std::vector<SamplingParams> params(n);
+  if (!generate.contains("params")) return params;
+  for (size_t i = 0; i < n; ++i) {
+    const json& p = generate["params"][i];
+    params[i].sample = true;
+    params[i].temperature = p.value("temperature", 1.0f);
+    params[i].top_k = p.value("top_k", 0);
+    params[i].top_p = p.value("top_p", 1.0f);
+    params[i].typical_p = p.value("typical_p", 0.0f);
+    params[i].seed = p.value("seed", 0ULL);
+    params[i].repetition_penalty = p.value("repetition_penalty", 1.0f);
+  }
+  return params;
+}
+
+std::vector<int32_t> NextTokens(const at::Tensor& logits,
+                                const std::vector<SamplingParams>& params,
+                                const std::vector<std::vector<int32_t>>& prompts,
+                                const std::vector<std::vector<int32_t>>& generated) {
+  std::vector<SamplingInput> inputs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    inputs.push_back({&params[i], prompts[i], generated[i]});
+  }
+  std::vector<int32_t> tokens;
+  for (const TokenChoice& c : SampleTokens(logits, inputs, {})) tokens.push_back(c.token);
+  return tokens;
+}
+
 json Generate(const LlamaModel& model, KvCache& cache, const json& request) {
   const auto prompts =
       request["generate"]["prompts"].get<std::vector<std::vector<int32_t>>>();
+  const auto params = ParseParams(request["generate"], prompts.size());
   const int64_t max_new = request["generate"]["max_new_tokens"];
   const int64_t block_size = cache.block_size();
   std::vector<std::vector<int32_t>> generated(prompts.size());
@@ -70,10 +103,11 @@ json Generate(const LlamaModel& model, KvCache& cache, const json& request) {
     batch.sequences.push_back(std::move(s));
   }
   for (int64_t step = 0; step < max_new; ++step) {
-    const at::Tensor next = model.Forward(batch, cache).argmax(-1).to(at::kInt);
+    const std::vector<int32_t> next =
+        NextTokens(model.Forward(batch, cache), params, prompts, generated);
     batch.token_ids.clear();
     for (size_t i = 0; i < prompts.size(); ++i) {
-      const int32_t token = next[i].item<int32_t>();
+      const int32_t token = next[i];
       generated[i].push_back(token);
       batch.token_ids.push_back(token);
       SequenceChunk& s = batch.sequences[i];

@@ -1,0 +1,76 @@
+// Token selection for a batch of sequences in one call, with TGIS's
+// semantics (shared/docs/tgis-api.md sections 1.4 and 1.9):
+//
+//   EOS controls (min_new_tokens masks every EOS id; the exponential length
+//   penalty boosts them) -> repetition penalty (HF: positive scores / theta,
+//   negative * theta, over prompt and generated tokens) -> [SAMPLE only]
+//   temperature -> top-k -> top-p -> typical-p -> draw.
+//
+// Greedy takes the argmax of the processed scores. A sampled draw at step t
+// depends only on (seed, t): one uniform number from a counter-based
+// generator, inverted through the cumulative distribution, so a sequence gets
+// the same tokens whatever else shares its batch.
+
+#ifndef FMS_MODEL_SAMPLING_H_
+#define FMS_MODEL_SAMPLING_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace fms {
+
+struct SamplingParams {
+  bool sample = false;        // false: greedy.
+  float temperature = 1.0f;   // SAMPLE: > 0.
+  int32_t top_k = 0;          // SAMPLE: 0 disables.
+  float top_p = 1.0f;         // SAMPLE: 1 disables.
+  float typical_p = 0.0f;     // SAMPLE: 0 or >= 1 disables.
+  uint64_t seed = 0;          // SAMPLE: the per-sequence generator's seed.
+  float repetition_penalty = 1.0f;  // 1 disables.
+  // Exponential EOS boost once generated - length_penalty_start > 0;
+  // a decay_factor <= 1 disables it.
+  uint32_t length_penalty_start = 0;
+  float length_penalty_decay = 1.0f;
+  uint32_t min_new_tokens = 0;  // EOS ids are masked until this many.
+  // Details of the chosen token.
+  bool logprobs = false;
+  bool ranks = false;
+  int32_t top_n = 0;
+};
+
+// One sequence of the batch.
+struct SamplingInput {
+  const SamplingParams* params = nullptr;
+  std::span<const int32_t> prompt;
+  std::span<const int32_t> generated;  // Its size is the step index t.
+};
+
+struct TokenChoice {
+  int32_t token = 0;
+  float logprob = 0;  // Of the processed distribution; 0 unless requested.
+  uint32_t rank = 0;  // 1 + tokens with a strictly higher score; 0 unless requested.
+  // (token, logprob) of the best candidates; logprob 0 unless requested.
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// logits [B, vocab] fp32 (any device); inputs.size() == B.
+std::vector<TokenChoice> SampleTokens(const at::Tensor& logits,
+                                      std::span<const SamplingInput> inputs,
+                                      std::span<const int32_t> eos_ids);
+
+// The uniform number in [0, 1) that a draw at `step` with `seed` uses.
+double SampleUniform(uint64_t seed, uint64_t step);
+
+// Top-n candidates of one processed row [vocab] with TGIS's tie rules: all
+// tokens scoring >= the n-th best (capped at 4n), finite only; by logprob
+// descending then id when `logprobs`, else by id with logprob 0.
+std::vector<std::pair<int32_t, float>> TopTokens(const at::Tensor& scores,
+                                                 int32_t n, bool logprobs);
+
+}  // namespace fms
+
+#endif  // FMS_MODEL_SAMPLING_H_
