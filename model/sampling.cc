@@ -99,14 +99,15 @@ int32_t Draw(const at::Tensor& row, uint64_t seed, uint64_t step) {
 
 void FillDetails(const at::Tensor& processed, const SamplingParams& p,
                  TokenChoice& choice) {
+  TokenDetails& details = choice.details;
   if (p.logprobs) {
-    choice.logprob = processed.log_softmax(0)[choice.token].item<float>();
+    details.logprob = processed.log_softmax(0)[choice.token].item<float>();
   }
   if (p.ranks) {
-    choice.rank = 1 + static_cast<uint32_t>(
-                          (processed > processed[choice.token]).sum().item<int64_t>());
+    details.rank = 1 + static_cast<uint32_t>(
+                           (processed > processed[choice.token]).sum().item<int64_t>());
   }
-  if (p.top_n > 0) choice.top = TopTokens(processed, p.top_n, p.logprobs);
+  if (p.top_n > 0) details.top = TopTokens(processed, p.top_n, p.logprobs);
 }
 
 }  // namespace

@@ -21,26 +21,10 @@
 #include <utility>
 #include <vector>
 
-namespace fms {
+#include "batching/sampling_params.h"
+#include "batching/step.h"
 
-struct SamplingParams {
-  bool sample = false;        // false: greedy.
-  float temperature = 1.0f;   // SAMPLE: > 0.
-  int32_t top_k = 0;          // SAMPLE: 0 disables.
-  float top_p = 1.0f;         // SAMPLE: 1 disables.
-  float typical_p = 0.0f;     // SAMPLE: 0 or >= 1 disables.
-  uint64_t seed = 0;          // SAMPLE: the per-sequence generator's seed.
-  float repetition_penalty = 1.0f;  // 1 disables.
-  // Exponential EOS boost once generated - length_penalty_start > 0;
-  // a decay_factor <= 1 disables it.
-  uint32_t length_penalty_start = 0;
-  float length_penalty_decay = 1.0f;
-  uint32_t min_new_tokens = 0;  // EOS ids are masked until this many.
-  // Details of the chosen token.
-  bool logprobs = false;
-  bool ranks = false;
-  int32_t top_n = 0;
-};
+namespace fms {
 
 // One sequence of the batch.
 struct SamplingInput {
@@ -49,12 +33,12 @@ struct SamplingInput {
   std::span<const int32_t> generated;  // Its size is the step index t.
 };
 
+// The chosen token; details.logprob is of the processed distribution, rank
+// is 1 + tokens with a strictly higher processed score, top the best
+// candidates; each only when requested.
 struct TokenChoice {
   int32_t token = 0;
-  float logprob = 0;  // Of the processed distribution; 0 unless requested.
-  uint32_t rank = 0;  // 1 + tokens with a strictly higher score; 0 unless requested.
-  // (token, logprob) of the best candidates; logprob 0 unless requested.
-  std::vector<std::pair<int32_t, float>> top;
+  TokenDetails details;
 };
 
 // logits [B, vocab] fp32 (any device); inputs.size() == B.

@@ -24,9 +24,9 @@ TEST(Sampling, GreedyIsArgmaxWithLogprobAndRank) {
   SamplingParams p{.logprobs = true, .ranks = true};
   const auto choice = SampleOne({1.0f, 3.0f, 2.0f}, p)[0];
   EXPECT_EQ(choice.token, 1);
-  EXPECT_EQ(choice.rank, 1u);
+  EXPECT_EQ(choice.details.rank, 1u);
   const double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
-  EXPECT_NEAR(choice.logprob, 3.0 - std::log(z), 1e-6);
+  EXPECT_NEAR(choice.details.logprob, 3.0 - std::log(z), 1e-6);
 }
 
 TEST(Sampling, MinNewTokensMasksEveryEosId) {
@@ -42,7 +42,7 @@ TEST(Sampling, RepetitionPenaltyFollowsTransformers) {
   const auto choice = SampleOne({4, 3, -1}, p, {0}, {2})[0];
   EXPECT_EQ(choice.token, 1);
   const double z = std::exp(2.0) + std::exp(3.0) + std::exp(-2.0);
-  EXPECT_NEAR(choice.logprob, 3.0 - std::log(z), 1e-6);
+  EXPECT_NEAR(choice.details.logprob, 3.0 - std::log(z), 1e-6);
 }
 
 TEST(Sampling, LengthPenaltyBoostsEosExponentially) {
@@ -59,7 +59,7 @@ TEST(Sampling, TopKOneIsGreedyWithLogprobZero) {
     p.seed = seed;
     const auto choice = SampleOne({0.5f, 0.7f, 0.6f}, p)[0];
     EXPECT_EQ(choice.token, 1);
-    EXPECT_FLOAT_EQ(choice.logprob, 0.0f);
+    EXPECT_FLOAT_EQ(choice.details.logprob, 0.0f);
   }
 }
 
@@ -150,8 +150,8 @@ TEST(Sampling, RankCountsStrictlyHigherScores) {
   for (uint64_t seed = 0; seed < 50; ++seed) {
     p.seed = seed;
     const auto choice = SampleOne(logits, p)[0];
-    EXPECT_EQ(choice.rank, choice.token == 0 ? 3u : 1u);
-    EXPECT_EQ(choice.top.size(), 2u);
+    EXPECT_EQ(choice.details.rank, choice.token == 0 ? 3u : 1u);
+    EXPECT_EQ(choice.details.top.size(), 2u);
   }
 }
 

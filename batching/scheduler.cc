@@ -1,0 +1,239 @@
+#include "batching/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "batching/check.h"
+
+namespace fms {
+
+Scheduler::Scheduler(SchedulerConfig config)
+    : config_(std::move(config)), allocator_(config_.num_blocks) {}
+
+absl::Status Scheduler::Add(Request request) {
+  FMS_CHECK(!sequences_.count(request.id), "duplicate sequence id");
+  const int64_t tokens = static_cast<int64_t>(request.prompt.size()) +
+                         request.stopping.max_new_tokens;
+  const int64_t blocks = (tokens + config_.block_size - 1) / config_.block_size;
+  if (blocks > config_.num_blocks || request.prompt.empty()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request needs ", blocks, " KV cache blocks, the cache has ",
+        config_.num_blocks));
+  }
+  Sequence seq{.request = std::move(request)};
+  seq.prompt_details_pending = seq.request.prompt_details;
+  const SequenceId id = seq.request.id;
+  sequences_.emplace(id, std::move(seq));
+  waiting_.push_back(id);
+  return absl::OkStatus();
+}
+
+void Scheduler::Finish(SequenceId id, FinishReason reason) {
+  auto it = sequences_.find(id);
+  if (it != sequences_.end() && it->second.pending_finish == FinishReason::kNotFinished) {
+    it->second.pending_finish = reason;
+  }
+}
+
+std::vector<int32_t> Scheduler::AllTokens(const Sequence& seq) const {
+  std::vector<int32_t> all = seq.request.prompt;
+  all.insert(all.end(), seq.generated.begin(), seq.generated.end());
+  return all;
+}
+
+void Scheduler::Release(SequenceId id) {
+  auto it = sequences_.find(id);
+  FMS_CHECK(it != sequences_.end(), "release of an unknown sequence");
+  allocator_.Free(it->second.blocks);
+  if (it->second.known_to_workers) to_release_.push_back(id);
+  std::erase(running_, id);
+  std::erase(waiting_, id);
+  sequences_.erase(it);
+}
+
+void Scheduler::ApplyFinishes(Clock::time_point now, std::vector<SequenceEvent>* events) {
+  std::vector<std::pair<SequenceId, FinishReason>> ended;
+  for (const auto& [id, seq] : sequences_) {
+    if (seq.pending_finish != FinishReason::kNotFinished) {
+      ended.emplace_back(id, seq.pending_finish);
+    } else if (seq.request.stopping.deadline && now > *seq.request.stopping.deadline &&
+               std::find(waiting_.begin(), waiting_.end(), id) != waiting_.end()) {
+      ended.emplace_back(id, FinishReason::kTimeLimit);  // Expired in the queue.
+    }
+  }
+  for (const auto& [id, reason] : ended) {
+    events->push_back({.id = id,
+                       .generated = static_cast<uint32_t>(sequences_.at(id).generated.size()),
+                       .finish = reason});
+    Release(id);
+  }
+}
+
+void Scheduler::Preempt(Sequence& seq) {
+  allocator_.Free(seq.blocks);
+  seq.blocks.clear();
+  seq.num_computed = 0;
+  if (seq.known_to_workers) preempted_.push_back(seq.request.id);
+  std::erase(running_, seq.request.id);
+  waiting_.push_front(seq.request.id);
+  ++preemptions_;
+}
+
+bool Scheduler::ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added) {
+  const int64_t need = (tokens + config_.block_size - 1) / config_.block_size -
+                       static_cast<int64_t>(seq.blocks.size());
+  if (need <= 0) return true;
+  while (allocator_.num_free() < need) {
+    // The youngest running sequence not already in this plan.
+    auto victim = std::find_if(running_.rbegin(), running_.rend(), [&](SequenceId id) {
+      return id != seq.request.id &&
+             std::find(scheduled_.begin(), scheduled_.end(), id) == scheduled_.end();
+    });
+    if (victim == running_.rend()) return false;
+    Preempt(sequences_.at(*victim));
+  }
+  *added = *allocator_.Allocate(need);
+  seq.blocks.insert(seq.blocks.end(), added->begin(), added->end());
+  return true;
+}
+
+bool Scheduler::TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan) {
+  const int64_t n = std::min({seq.pending(), max_tokens, budget_});
+  if (n <= 0 || static_cast<int64_t>(scheduled_.size()) >= config_.max_batch_size) {
+    return false;
+  }
+  std::vector<int32_t> added;
+  if (!ReserveBlocks(seq, seq.num_computed + n, &added)) return false;
+  const std::vector<int32_t> all = AllTokens(seq);
+  ScheduledChunk chunk{
+      .id = seq.request.id,
+      .token_ids = {all.begin() + seq.num_computed, all.begin() + seq.num_computed + n},
+      .context_len = seq.num_computed,
+      .new_blocks = added,
+      .sample = seq.num_computed + n == seq.total(),
+      .prompt_details = seq.prompt_details_pending};
+  plan->chunks.push_back(std::move(chunk));
+  in_flight_.push_back({seq.request.id, n, plan->chunks.back().sample});
+  scheduled_.push_back(seq.request.id);
+  budget_ -= n;
+  return true;
+}
+
+bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
+  Sequence& seq = sequences_.at(id);
+  // Admission never preempts: the first chunk must fit the free blocks.
+  const int64_t n = std::min(seq.pending(), budget_);
+  const int64_t need = (n + config_.block_size - 1) / config_.block_size;
+  if (n <= 0 || need > allocator_.num_free() ||
+      static_cast<int64_t>(scheduled_.size()) >= config_.max_batch_size ||
+      static_cast<int64_t>(running_.size()) >= config_.max_batch_size) {
+    return false;
+  }
+  if (!seq.known_to_workers) {
+    plan->new_sequences.push_back(
+        {.id = id, .prompt = seq.request.prompt, .sampling = seq.request.sampling});
+    seq.known_to_workers = true;
+  }
+  std::erase(waiting_, id);
+  running_.push_back(id);
+  FMS_CHECK(TrySchedule(seq, n, plan), "admitted chunk must schedule");
+  return true;
+}
+
+StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* events) {
+  ApplyFinishes(now, events);
+  StepPlan plan{.step = ++step_};
+  plan.finished = std::exchange(to_release_, {});
+  budget_ = config_.max_tokens_per_step;
+  scheduled_.clear();
+  preempted_.clear();
+  in_flight_.clear();
+  for (SequenceId id : std::vector<SequenceId>(running_)) {  // 1. decodes
+    Sequence& seq = sequences_.at(id);
+    if (seq.pending() == 1 && std::count(running_.begin(), running_.end(), id)) {
+      TrySchedule(seq, 1, &plan);
+    }
+  }
+  for (SequenceId id : std::vector<SequenceId>(waiting_.begin(), waiting_.end())) {  // 2.
+    if (sequences_.at(id).waiting_steps >= config_.max_waiting_tokens &&
+        !TryAdmit(id, &plan)) {
+      break;
+    }
+  }
+  for (SequenceId id : std::vector<SequenceId>(running_)) {  // 3. prompt chunks
+    Sequence& seq = sequences_.at(id);
+    if (seq.pending() > 1 && !std::count(scheduled_.begin(), scheduled_.end(), id) &&
+        std::count(running_.begin(), running_.end(), id)) {
+      TrySchedule(seq, seq.pending(), &plan);
+    }
+  }
+  while (!waiting_.empty() && TryAdmit(waiting_.front(), &plan)) {  // 4. FIFO
+  }
+  for (SequenceId id : waiting_) ++sequences_.at(id).waiting_steps;
+  tokens_last_step_ = config_.max_tokens_per_step - budget_;
+  plan.preempted = preempted_;
+  return plan;
+}
+
+FinishReason Scheduler::StopReason(const Sequence& seq, int32_t token,
+                                   Clock::time_point now) const {
+  const StoppingCriteria& stop = seq.request.stopping;
+  const uint32_t generated = static_cast<uint32_t>(seq.generated.size());
+  if (stop.deadline && now > *stop.deadline) return FinishReason::kTimeLimit;
+  if (generated < stop.min_new_tokens) return FinishReason::kNotFinished;
+  const auto& eos = config_.eos_token_ids;
+  if (std::find(eos.begin(), eos.end(), token) != eos.end()) return FinishReason::kEosToken;
+  if (generated >= stop.max_new_tokens) {
+    return stop.max_new_tokens_clamped ? FinishReason::kTokenLimit : FinishReason::kMaxTokens;
+  }
+  return FinishReason::kNotFinished;
+}
+
+std::vector<SequenceEvent> Scheduler::Update(const StepResult& result, Clock::time_point now) {
+  std::vector<SequenceEvent> events;
+  size_t next_output = 0;
+  for (const InFlight& chunk : std::exchange(in_flight_, {})) {
+    Sequence& seq = sequences_.at(chunk.id);
+    seq.num_computed += chunk.num_tokens;
+    if (seq.num_computed >= static_cast<int64_t>(seq.request.prompt.size())) {
+      seq.prompt_details_pending = false;
+    }
+    if (!chunk.sample) continue;
+    FMS_CHECK(next_output < result.outputs.size() &&
+                  result.outputs[next_output].id == chunk.id,
+              "step result does not match the plan");
+    const SequenceOutput& out = result.outputs[next_output++];
+    seq.generated.push_back(out.token);
+    SequenceEvent event{.id = chunk.id, .has_token = true, .token = out.token,
+                        .details = out.details, .prompt_details = out.prompt_details,
+                        .generated = static_cast<uint32_t>(seq.generated.size()),
+                        .finish = StopReason(seq, out.token, now)};
+    events.push_back(std::move(event));
+    if (events.back().finish != FinishReason::kNotFinished) Release(chunk.id);
+  }
+  return events;
+}
+
+std::vector<SequenceEvent> Scheduler::Fail(const absl::Status& status) {
+  std::vector<SequenceEvent> events;
+  for (const InFlight& chunk : std::exchange(in_flight_, {})) {
+    if (!sequences_.count(chunk.id)) continue;
+    events.push_back({.id = chunk.id,
+                      .generated = static_cast<uint32_t>(sequences_.at(chunk.id).generated.size()),
+                      .finish = FinishReason::kError,
+                      .error = status});
+    Release(chunk.id);
+  }
+  return events;
+}
+
+SchedulerStats Scheduler::stats() const {
+  return {.waiting = static_cast<int64_t>(waiting_.size()),
+          .running = static_cast<int64_t>(running_.size()),
+          .free_blocks = allocator_.num_free(),
+          .preemptions = preemptions_,
+          .tokens_last_step = tokens_last_step_};
+}
+
+}  // namespace fms

@@ -1,0 +1,126 @@
+// Scheduler: iteration-level (Orca / vLLM style) continuous batching.
+//
+// Theory. Every step has a token budget (max_tokens_per_step) and at most
+// max_batch_size sequences. A sequence's pending tokens are those of its
+// prompt (and, after preemption, of its generated text) not yet in the KV
+// cache; one pending token is a decode. Budget goes, in this order, to
+//   1. running decodes, oldest first, so decodes keep flowing;
+//   2. waiting requests that have waited max_waiting_tokens steps or more
+//      (TGIS's guarantee), FIFO;
+//   3. running prompt chunks, oldest first;
+//   4. waiting requests, FIFO, with no queue jumping.
+// A long prompt is split into chunks that fit the remaining budget. Before a
+// chunk runs, its sequence reserves the blocks the chunk needs. When a running
+// sequence cannot get blocks, the youngest running sequence not yet scheduled
+// in this step is preempted: its blocks are freed and it goes back to the
+// front of the queue, to be recomputed from its prompt and generated tokens
+// later (never corrupted). Waiting requests never preempt.
+//
+// Finishing and cancelling take effect at the next Schedule, which emits the
+// final event and frees the blocks; workers hear of it in `finished`, and of
+// preemptions in `preempted`.
+// Scheduler thread only.
+
+#ifndef FMS_BATCHING_SCHEDULER_H_
+#define FMS_BATCHING_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "batching/block_allocator.h"
+#include "batching/request.h"
+#include "batching/step.h"
+
+namespace fms {
+
+struct SchedulerConfig {
+  int64_t max_batch_size = 12;       // Sequences per step (MAX_BATCH_SIZE).
+  int64_t max_tokens_per_step = 512;  // Token budget per step.
+  int64_t max_waiting_tokens = 24;   // Steps after which a waiting request goes first.
+  int64_t num_blocks = 0;            // KV cache blocks.
+  int64_t block_size = 16;           // Token positions per block.
+  std::vector<int32_t> eos_token_ids;
+};
+
+// Counters for metrics (tgi_* families).
+struct SchedulerStats {
+  int64_t waiting = 0;
+  int64_t running = 0;
+  int64_t free_blocks = 0;
+  int64_t preemptions = 0;       // Since start.
+  int64_t tokens_last_step = 0;  // Tokens in the last plan.
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerConfig config);
+
+  // Queues `request`. Fails when it could never fit the KV cache.
+  absl::Status Add(Request request);
+  // The request ends at the next Schedule with `reason` (CANCELLED for a
+  // client that went away, STOP_SEQUENCE when the front end matched one).
+  void Finish(SequenceId id, FinishReason reason);
+
+  // Plans the next step; final events of ended requests go to *events.
+  StepPlan Schedule(Clock::time_point now, std::vector<SequenceEvent>* events);
+  // Applies the result of the last plan: one event per sampled token.
+  std::vector<SequenceEvent> Update(const StepResult& result, Clock::time_point now);
+  // The last plan failed: each of its sequences ends with `status`.
+  std::vector<SequenceEvent> Fail(const absl::Status& status);
+
+  bool HasWork() const { return !sequences_.empty() || !to_release_.empty(); }
+  SchedulerStats stats() const;
+  const SchedulerConfig& config() const { return config_; }
+
+ private:
+  struct Sequence {
+    Request request;
+    std::vector<int32_t> generated;
+    std::vector<int32_t> blocks;  // Block table.
+    int64_t num_computed = 0;     // Tokens in the KV cache.
+    bool known_to_workers = false;
+    bool prompt_details_pending = false;
+    int64_t waiting_steps = 0;
+    FinishReason pending_finish = FinishReason::kNotFinished;
+
+    int64_t total() const {
+      return static_cast<int64_t>(request.prompt.size() + generated.size());
+    }
+    int64_t pending() const { return total() - num_computed; }  // Not in the cache.
+  };
+  struct InFlight {
+    SequenceId id;
+    int64_t num_tokens;
+    bool sample;
+  };
+
+  void ApplyFinishes(Clock::time_point now, std::vector<SequenceEvent>* events);
+  bool TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan);
+  bool TryAdmit(SequenceId id, StepPlan* plan);
+  bool ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added);
+  void Preempt(Sequence& seq);
+  void Release(SequenceId id);
+  std::vector<int32_t> AllTokens(const Sequence& seq) const;
+  FinishReason StopReason(const Sequence& seq, int32_t token, Clock::time_point now) const;
+
+  SchedulerConfig config_;
+  BlockAllocator allocator_;
+  std::map<SequenceId, Sequence> sequences_;
+  std::deque<SequenceId> waiting_;
+  std::vector<SequenceId> running_;  // Admission order.
+  std::vector<InFlight> in_flight_;  // Chunks of the last plan.
+  std::vector<SequenceId> to_release_;  // Ended, known to the workers.
+  std::vector<SequenceId> scheduled_;   // In the plan being built.
+  std::vector<SequenceId> preempted_;   // In the plan being built.
+  uint64_t step_ = 0;
+  int64_t budget_ = 0;
+  int64_t preemptions_ = 0;
+  int64_t tokens_last_step_ = 0;
+};
+
+}  // namespace fms
+
+#endif  // FMS_BATCHING_SCHEDULER_H_
