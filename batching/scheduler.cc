@@ -13,6 +13,10 @@ Scheduler::Scheduler(SchedulerConfig config)
 
 absl::Status Scheduler::Add(Request request) {
   FMS_CHECK(!sequences_.count(request.id), "duplicate sequence id");
+  if (request.stopping.min_new_tokens > request.stopping.max_new_tokens ||
+      request.stopping.max_new_tokens == 0) {
+    return absl::InvalidArgumentError("need 0 <= min_new_tokens <= max_new_tokens, 1 <= max_new_tokens");
+  }
   const int64_t tokens = static_cast<int64_t>(request.prompt.size()) +
                          request.stopping.max_new_tokens;
   const int64_t blocks = (tokens + config_.block_size - 1) / config_.block_size;

@@ -222,6 +222,8 @@ TEST(Scheduler, RejectsRequestsThatCanNeverFit) {
   Request request{.id = 1, .prompt = {1, 2, 3}};
   request.stopping.max_new_tokens = 6;  // 9 tokens: 3 blocks
   EXPECT_EQ(scheduler.Add(request).code(), absl::StatusCode::kResourceExhausted);
+  request.stopping = {.max_new_tokens = 2, .min_new_tokens = 3};
+  EXPECT_EQ(scheduler.Add(request).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

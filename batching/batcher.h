@@ -1,0 +1,101 @@
+// Batcher: the thread that owns the Scheduler and every sequence, and drives
+// the Engine one step at a time:
+//
+//   plan = scheduler.Schedule();  result = engine.Step(plan);  scheduler.Update(result)
+//
+// Submit, Cancel and Finish are thread-safe and never wait for the model:
+// they leave a command in an inbox that the loop drains between steps. Each
+// request's events go to its sink, on the batcher thread, in order, ending
+// with exactly one final event. A step that fails fails exactly its
+// sequences; the loop goes on with the queue.
+
+#ifndef FMS_BATCHING_BATCHER_H_
+#define FMS_BATCHING_BATCHER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <thread>
+#include <variant>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "batching/engine.h"
+#include "batching/request.h"
+#include "batching/scheduler.h"
+
+namespace fms {
+
+// Receives one request's events on the batcher thread; must not block.
+using EventSink = std::function<void(const SequenceEvent&)>;
+
+struct StepStats {
+  int64_t batch_size = 0;   // Sequences in the step.
+  int64_t tokens = 0;       // Tokens processed by the step.
+  int64_t waiting = 0;      // Queue size after scheduling.
+  int64_t running = 0;      // Sequences holding KV blocks.
+  int64_t free_blocks = 0;
+  int64_t preemptions = 0;  // Since start.
+  double step_seconds = 0;  // Engine time of the step.
+};
+
+// Metrics hooks, called on the batcher thread.
+class BatcherMetrics {
+ public:
+  virtual ~BatcherMetrics() = default;
+  virtual void OnStep(const StepStats& stats) { (void)stats; }
+  // A request reached the batch after `queue_seconds` in the queue.
+  virtual void OnAdmitted(double queue_seconds) { (void)queue_seconds; }
+};
+
+class Batcher {
+ public:
+  // `engine` and `metrics` (may be null) must outlive the batcher.
+  Batcher(Engine* engine, SchedulerConfig config, BatcherMetrics* metrics = nullptr);
+  ~Batcher();  // Shutdown().
+
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues `request` (its id is assigned here and returned). Thread-safe.
+  absl::StatusOr<SequenceId> Submit(Request request, EventSink sink);
+  // Ends a request at the next step with CANCELLED / `reason`. Thread-safe.
+  void Cancel(SequenceId id) { Finish(id, FinishReason::kCancelled); }
+  void Finish(SequenceId id, FinishReason reason);
+  // Stops the loop; requests still open end with an UNAVAILABLE error.
+  void Shutdown();
+
+ private:
+  struct Submission {
+    Request request;
+    EventSink sink;
+  };
+  struct Ending {
+    SequenceId id;
+    FinishReason reason;
+  };
+  using Command = std::variant<Submission, Ending>;
+
+  void Loop();
+  // Applies queued commands; returns false once shutting down.
+  bool DrainInbox();
+  void RunStep();
+  void Deliver(const std::vector<SequenceEvent>& events);
+
+  Engine* const engine_;
+  BatcherMetrics* const metrics_;
+  Scheduler scheduler_;  // Batcher thread only.
+  std::map<SequenceId, Submission> open_;  // Batcher thread only.
+
+  absl::Mutex mu_;
+  std::deque<Command> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  SequenceId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::thread thread_;
+};
+
+}  // namespace fms
+
+#endif  // FMS_BATCHING_BATCHER_H_
