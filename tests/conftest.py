@@ -22,7 +22,10 @@ def cache_dir():
 
 @pytest.fixture(scope="session")
 def test_models():
-    """Directory of the tiny test checkpoints, generated once per script version."""
+    """Directory of the tiny test checkpoints, generated once per script version
+    (tools/test makes them first and sets FMS_TEST_MODELS)."""
+    if os.environ.get("FMS_TEST_MODELS"):
+        return pathlib.Path(os.environ["FMS_TEST_MODELS"])
     script = ROOT / "tools" / "make_test_models.py"
     key = hashlib.sha256(
         script.read_bytes() + (ROOT / "tools" / "requirements.txt").read_bytes()

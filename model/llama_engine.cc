@@ -1,0 +1,101 @@
+#include "model/llama_engine.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "model/sampling.h"
+
+namespace fms {
+
+LlamaEngine::LlamaEngine(std::unique_ptr<LlamaModel> model, const KvCacheOptions& cache)
+    : model_(std::move(model)), cache_(model_->MakeCache(cache)) {}
+
+EngineInfo LlamaEngine::Info() const {
+  const LlamaConfig& c = model_->config();
+  return {.num_blocks = cache_.num_blocks(),
+          .block_size = cache_.block_size(),
+          .vocab_size = c.vocab_size,
+          .max_position_embeddings = c.max_position_embeddings,
+          .eos_token_ids = c.eos_token_ids};
+}
+
+void LlamaEngine::AddPromptDetails(Sequence& seq, int64_t first, const at::Tensor& rows) {
+  const SamplingParams& p = seq.spec.sampling;
+  const int64_t prompt_len = static_cast<int64_t>(seq.spec.prompt.size());
+  const at::Tensor logprobs = rows.log_softmax(-1);  // [n, vocab]
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    const int64_t position = first + i;  // Details of the token at position + 1.
+    if (position == 0) {
+      seq.prompt_details.push_back({.logprob = std::numeric_limits<float>::quiet_NaN()});
+    }
+    if (position + 1 >= prompt_len) break;
+    const int32_t token = seq.spec.prompt[position + 1];
+    TokenDetails d;
+    if (p.logprobs) d.logprob = logprobs[i][token].item<float>();
+    if (p.ranks) {
+      d.rank = 1 + static_cast<uint32_t>((rows[i] > rows[i][token]).sum().item<int64_t>());
+    }
+    if (p.top_n > 0) d.top = TopTokens(rows[i], p.top_n, p.logprobs);
+    seq.prompt_details.push_back(std::move(d));
+  }
+}
+
+absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
+  for (SequenceId id : plan.finished) sequences_.erase(id);
+  for (SequenceId id : plan.preempted) sequences_.at(id).blocks.clear();
+  for (const NewSequence& s : plan.new_sequences) sequences_[s.id].spec = s;
+  ForwardBatch batch;
+  for (const ScheduledChunk& c : plan.chunks) {
+    Sequence& seq = sequences_.at(c.id);
+    seq.blocks.insert(seq.blocks.end(), c.new_blocks.begin(), c.new_blocks.end());
+    batch.token_ids.insert(batch.token_ids.end(), c.token_ids.begin(), c.token_ids.end());
+    batch.sequences.push_back({.num_tokens = static_cast<int64_t>(c.token_ids.size()),
+                               .context_len = c.context_len,
+                               .block_table = seq.blocks,
+                               .all_logits = c.prompt_details});
+  }
+  StepResult result{.step = plan.step};
+  if (plan.chunks.empty()) return result;
+  const at::Tensor logits = model_->Forward(batch, cache_).cpu();  // [rows, vocab]
+  std::vector<int64_t> sample_rows;
+  std::vector<SamplingInput> inputs;
+  int64_t row = 0;
+  for (size_t i = 0; i < plan.chunks.size(); ++i) {
+    const ScheduledChunk& c = plan.chunks[i];
+    Sequence& seq = sequences_.at(c.id);
+    const int64_t rows = batch.sequences[i].all_logits ? batch.sequences[i].num_tokens : 1;
+    if (c.prompt_details) AddPromptDetails(seq, c.context_len, logits.narrow(0, row, rows));
+    row += rows;
+    if (!c.sample) continue;
+    sample_rows.push_back(row - 1);
+    inputs.push_back({&seq.spec.sampling, seq.spec.prompt, seq.generated});
+  }
+  if (inputs.empty()) return result;
+  const at::Tensor rows = logits.index_select(0, at::tensor(sample_rows, at::kLong));
+  const std::vector<TokenChoice> choices =
+      SampleTokens(rows, inputs, model_->config().eos_token_ids);
+  size_t k = 0;
+  for (const ScheduledChunk& c : plan.chunks) {
+    if (!c.sample) continue;
+    Sequence& seq = sequences_.at(c.id);
+    seq.generated.push_back(choices[k].token);
+    result.outputs.push_back({.id = c.id, .token = choices[k].token,
+                              .details = choices[k].details,
+                              .prompt_details = std::move(seq.prompt_details)});
+    seq.prompt_details.clear();
+    ++k;
+  }
+  return result;
+}
+
+absl::StatusOr<StepResult> LlamaEngine::Step(const StepPlan& plan) {
+  c10::InferenceMode inference;
+  try {
+    return Run(plan);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model step failed: ", e.what()));
+  }
+}
+
+}  // namespace fms

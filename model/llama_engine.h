@@ -1,0 +1,47 @@
+// LlamaEngine: the Engine seam implemented in-process by a LlamaModel on one
+// device (tests, benchmarks, NUM_SHARD=1 until worker processes exist). It
+// keeps each sequence's prompt, generated tokens, sampling parameters and
+// block table, runs one ragged forward per plan, samples every sampled chunk
+// in one batched call, and reports prompt-token details from the raw logits.
+
+#ifndef FMS_MODEL_LLAMA_ENGINE_H_
+#define FMS_MODEL_LLAMA_ENGINE_H_
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "batching/engine.h"
+#include "model/kv_cache.h"
+#include "model/llama_model.h"
+
+namespace fms {
+
+class LlamaEngine : public Engine {
+ public:
+  LlamaEngine(std::unique_ptr<LlamaModel> model, const KvCacheOptions& cache);
+
+  EngineInfo Info() const override;
+  absl::StatusOr<StepResult> Step(const StepPlan& plan) override;
+
+ private:
+  struct Sequence {
+    NewSequence spec;
+    std::vector<int32_t> generated;
+    std::vector<int32_t> blocks;
+    std::vector<TokenDetails> prompt_details;  // Collected until reported.
+  };
+
+  absl::StatusOr<StepResult> Run(const StepPlan& plan);
+  // Details of prompt positions [first, first + n) from `rows` [n, vocab],
+  // where row i holds the logits after position first + i.
+  void AddPromptDetails(Sequence& seq, int64_t first, const at::Tensor& rows);
+
+  std::unique_ptr<LlamaModel> model_;
+  KvCache cache_;
+  std::map<SequenceId, Sequence> sequences_;
+};
+
+}  // namespace fms
+
+#endif  // FMS_MODEL_LLAMA_ENGINE_H_
