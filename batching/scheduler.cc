@@ -40,12 +40,6 @@ void Scheduler::Finish(SequenceId id, FinishReason reason) {
   }
 }
 
-std::vector<int32_t> Scheduler::AllTokens(const Sequence& seq) const {
-  std::vector<int32_t> all = seq.request.prompt;
-  all.insert(all.end(), seq.generated.begin(), seq.generated.end());
-  return all;
-}
-
 void Scheduler::Release(SequenceId id) {
   auto it = sequences_.find(id);
   FMS_CHECK(it != sequences_.end(), "release of an unknown sequence");
@@ -79,6 +73,7 @@ void Scheduler::Preempt(Sequence& seq) {
   seq.blocks.clear();
   seq.num_computed = 0;
   if (seq.known_to_workers) preempted_.push_back(seq.request.id);
+  seq.running = false;
   std::erase(running_, seq.request.id);
   waiting_.push_front(seq.request.id);
   ++preemptions_;
@@ -91,8 +86,7 @@ bool Scheduler::ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t
   while (allocator_.num_free() < need) {
     // The youngest running sequence not already in this plan.
     auto victim = std::find_if(running_.rbegin(), running_.rend(), [&](SequenceId id) {
-      return id != seq.request.id &&
-             std::find(scheduled_.begin(), scheduled_.end(), id) == scheduled_.end();
+      return id != seq.request.id && sequences_.at(id).scheduled_in_step != step_;
     });
     if (victim == running_.rend()) return false;
     Preempt(sequences_.at(*victim));
@@ -104,22 +98,25 @@ bool Scheduler::ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t
 
 bool Scheduler::TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan) {
   const int64_t n = std::min({seq.pending(), max_tokens, budget_});
-  if (n <= 0 || static_cast<int64_t>(scheduled_.size()) >= config_.max_batch_size) {
+  if (n <= 0 || num_scheduled_ >= config_.max_batch_size) {
     return false;
   }
   std::vector<int32_t> added;
   if (!ReserveBlocks(seq, seq.num_computed + n, &added)) return false;
-  const std::vector<int32_t> all = AllTokens(seq);
   ScheduledChunk chunk{
       .id = seq.request.id,
-      .token_ids = {all.begin() + seq.num_computed, all.begin() + seq.num_computed + n},
       .context_len = seq.num_computed,
       .new_blocks = added,
       .sample = seq.num_computed + n == seq.total(),
       .prompt_details = seq.prompt_details_pending};
+  chunk.token_ids.reserve(n);
+  for (int64_t i = seq.num_computed; i < seq.num_computed + n; ++i) {
+    chunk.token_ids.push_back(seq.token(i));
+  }
   plan->chunks.push_back(std::move(chunk));
   in_flight_.push_back({seq.request.id, n, plan->chunks.back().sample});
-  scheduled_.push_back(seq.request.id);
+  seq.scheduled_in_step = step_;
+  ++num_scheduled_;
   budget_ -= n;
   return true;
 }
@@ -130,7 +127,7 @@ bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
   const int64_t n = std::min(seq.pending(), budget_);
   const int64_t need = (n + config_.block_size - 1) / config_.block_size;
   if (n <= 0 || need > allocator_.num_free() ||
-      static_cast<int64_t>(scheduled_.size()) >= config_.max_batch_size ||
+      num_scheduled_ >= config_.max_batch_size ||
       static_cast<int64_t>(running_.size()) >= config_.max_batch_size) {
     return false;
   }
@@ -141,6 +138,7 @@ bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
   }
   std::erase(waiting_, id);
   running_.push_back(id);
+  seq.running = true;
   FMS_CHECK(TrySchedule(seq, n, plan), "admitted chunk must schedule");
   return true;
 }
@@ -150,12 +148,12 @@ StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* 
   StepPlan plan{.step = ++step_};
   plan.finished = std::exchange(to_release_, {});
   budget_ = config_.max_tokens_per_step;
-  scheduled_.clear();
+  num_scheduled_ = 0;
   preempted_.clear();
   in_flight_.clear();
   for (SequenceId id : std::vector<SequenceId>(running_)) {  // 1. decodes
     Sequence& seq = sequences_.at(id);
-    if (seq.pending() == 1 && std::count(running_.begin(), running_.end(), id)) {
+    if (seq.pending() == 1 && seq.running) {
       TrySchedule(seq, 1, &plan);
     }
   }
@@ -167,8 +165,7 @@ StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* 
   }
   for (SequenceId id : std::vector<SequenceId>(running_)) {  // 3. prompt chunks
     Sequence& seq = sequences_.at(id);
-    if (seq.pending() > 1 && !std::count(scheduled_.begin(), scheduled_.end(), id) &&
-        std::count(running_.begin(), running_.end(), id)) {
+    if (seq.pending() > 1 && seq.running && seq.scheduled_in_step != step_) {
       TrySchedule(seq, seq.pending(), &plan);
     }
   }

@@ -82,6 +82,8 @@ class Scheduler {
     std::vector<int32_t> blocks;  // Block table.
     int64_t num_computed = 0;     // Tokens in the KV cache.
     bool known_to_workers = false;
+    bool running = false;             // Holds KV blocks (in running_).
+    uint64_t scheduled_in_step = 0;   // The last plan that included it.
     bool prompt_details_pending = false;
     int64_t waiting_steps = 0;
     FinishReason pending_finish = FinishReason::kNotFinished;
@@ -90,6 +92,10 @@ class Scheduler {
       return static_cast<int64_t>(request.prompt.size() + generated.size());
     }
     int64_t pending() const { return total() - num_computed; }  // Not in the cache.
+    int32_t token(int64_t i) const {  // Of prompt + generated.
+      const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+      return i < prompt ? request.prompt[i] : generated[i - prompt];
+    }
   };
   struct InFlight {
     SequenceId id;
@@ -103,7 +109,6 @@ class Scheduler {
   bool ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added);
   void Preempt(Sequence& seq);
   void Release(SequenceId id);
-  std::vector<int32_t> AllTokens(const Sequence& seq) const;
   FinishReason StopReason(const Sequence& seq, int32_t token, Clock::time_point now) const;
 
   SchedulerConfig config_;
@@ -113,7 +118,7 @@ class Scheduler {
   std::vector<SequenceId> running_;  // Admission order.
   std::vector<InFlight> in_flight_;  // Chunks of the last plan.
   std::vector<SequenceId> to_release_;  // Ended, known to the workers.
-  std::vector<SequenceId> scheduled_;   // In the plan being built.
+  int64_t num_scheduled_ = 0;           // Chunks in the plan being built.
   std::vector<SequenceId> preempted_;   // In the plan being built.
   uint64_t step_ = 0;
   int64_t budget_ = 0;
