@@ -21,6 +21,9 @@ namespace fms {
 struct LlamaOptions {
   at::ScalarType dtype = at::kFloat;  // kFloat or kBFloat16 on CPU.
   at::Device device = at::kCPU;
+  // Benchmark baseline only: plain eager LibTorch, with separate q/k/v and
+  // gate/up matmuls and one attention call per sequence. Same results.
+  bool eager_baseline = false;
 };
 
 // One decoder layer's weights; projections fused as [q; k; v] and [gate; up].
@@ -59,6 +62,8 @@ class LlamaModel {
 
   // x [T, hidden] -> [T, hidden]
   at::Tensor Mlp(const LayerWeights& w, const at::Tensor& x) const;
+  // x [T, hidden] -> [T, (heads + 2 * kv_heads) * head_dim]
+  at::Tensor Qkv(const LayerWeights& w, const at::Tensor& x) const;
   // x [T, hidden] -> [T, hidden], fp32 statistics.
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
 

@@ -20,6 +20,7 @@
 #include <iterator>
 
 #include "model/llama_model.h"
+#include "model/malloc_tuning.h"
 #include "model/sampling.h"
 #include "model/torch_threads.h"
 #include "nlohmann/json.hpp"
@@ -119,11 +120,13 @@ json Generate(const LlamaModel& model, KvCache& cache, const json& request) {
 }
 
 int Run() {
+  TuneMallocForModel();
   const json request = json::parse(std::cin);
   ConfigureTorchThreads({.intra_op_threads = request.value("threads", 2)});
   const std::string dtype = request.value("dtype", "float32");
   LlamaOptions options;
   options.dtype = dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  options.eager_baseline = request.value("eager_baseline", false);
   auto model = LlamaModel::Load(request["model"], options);
   if (!model.ok()) {
     std::cerr << model.status().message() << "\n";

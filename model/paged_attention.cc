@@ -62,7 +62,7 @@ PrefillChunk MakePrefill(const SequenceChunk& s, int64_t first_row,
 }  // namespace
 
 AttentionPlan BuildAttentionPlan(const ForwardBatch& batch, int64_t block_size,
-                                 at::Device device) {
+                                 at::Device device, bool batch_decodes) {
   AttentionPlan plan;
   std::vector<int64_t> positions, write_slots, logit_rows;
   std::vector<std::pair<int64_t, const SequenceChunk*>> decodes;
@@ -74,7 +74,7 @@ AttentionPlan BuildAttentionPlan(const ForwardBatch& batch, int64_t block_size,
       write_slots.push_back(Slot(s, s.context_len + i, block_size));
       if (s.all_logits || i == s.num_tokens - 1) logit_rows.push_back(row + i);
     }
-    if (s.num_tokens == 1) {
+    if (s.num_tokens == 1 && batch_decodes) {
       decodes.emplace_back(row, &s);
     } else {
       plan.prefills.push_back(MakePrefill(s, row, block_size, device));

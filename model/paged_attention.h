@@ -38,8 +38,10 @@ struct AttentionPlan {
 };
 
 // Builds the plan for `batch`; crashes on a malformed batch (a scheduler bug).
+// Without `batch_decodes` every decode gets its own SDPA call (the eager
+// baseline of the benchmark).
 AttentionPlan BuildAttentionPlan(const ForwardBatch& batch, int64_t block_size,
-                                 at::Device device);
+                                 at::Device device, bool batch_decodes = true);
 
 // q [T, heads, head_dim]; caches [slots, kv_heads, head_dim] already holding
 // this step's keys and values. Returns [T, heads, head_dim].

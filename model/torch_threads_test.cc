@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include "gtest/gtest.h"
 
 namespace fms {
@@ -20,6 +22,17 @@ TEST(ConfigureTorchThreads, SetsIntraOpThreadsExplicitly) {
 TEST(ConfigureTorchThreads, ZeroMeansAllCores) {
   const int cores = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
   EXPECT_EQ(ConfigureTorchThreads({}), cores);
+}
+
+TEST(ConfigureTorchThreads, ParallelForInProjectCodeUsesEveryThread) {
+  ConfigureTorchThreads({.intra_op_threads = 2});
+  // at::parallel_for is compiled into this file: without -fopenmp it runs
+  // the whole range on the calling thread.
+  std::atomic<int> threads_seen{0};
+  at::parallel_for(0, 2, 1, [&](int64_t, int64_t) {
+    threads_seen |= 1 << at::get_thread_num();
+  });
+  EXPECT_EQ(threads_seen.load(), 0b11);
 }
 
 }  // namespace

@@ -179,3 +179,18 @@ def test_seeded_sampling_is_independent_of_batch_composition(test_models, tmp_pa
     # Sampling is really random: different seeds give different tokens.
     params[0] = {**params[0], "seed": 99}
     assert generate([0])[0] != together[0]
+
+
+def test_eager_baseline_gives_the_same_logits(test_models, tmp_path):
+    """The benchmark's unoptimised baseline (unfused projections, one attention
+    call per sequence) computes the same model."""
+    path = test_models / "gqa2"
+    seqs = prompts(5, [6, 30, 1, 12])
+    steps, rows = ragged_plan(seqs, [6, 10, 1, 12], 16, 16, seed=3)
+    for eager in (False, True):
+        meta, out = run_probe({"model": str(path), "steps": steps, "num_blocks": 16,
+                               "eager_baseline": eager}, tmp_path)
+        per_step = split_logits(meta, out)
+        for i, s in enumerate(seqs):
+            ours = np.concatenate([per_step[st][r:r + n] for st, r, n in rows[i]])
+            assert_close(ours, hf_logits(path, s), FP32_RTOL, f"eager={eager} seq {i}")

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "model/llama_model.h"
+#include "model/malloc_tuning.h"
 #include "model/sampling.h"
 #include "model/torch_threads.h"
 #include "nlohmann/json.hpp"
@@ -33,6 +34,7 @@ struct BenchOptions {
   std::vector<int64_t> batches = {1, 8, 32};
   int64_t prompt = 128;  // Prompt tokens per sequence.
   int64_t steps = 16;    // Timed decode steps.
+  bool eager_baseline = false;  // Unfused projections, per-sequence attention.
 };
 
 double Seconds(Clock::time_point since) {
@@ -112,6 +114,7 @@ bool ParseArgs(int argc, char** argv, BenchOptions* o) {
     else if (flag == "--threads") o->threads = std::stoi(value);
     else if (flag == "--prompt") o->prompt = std::stoll(value);
     else if (flag == "--steps") o->steps = std::stoll(value);
+    else if (flag == "--eager_baseline") o->eager_baseline = value == "1" || value == "true";
     else if (flag == "--batches") {
       o->batches.clear();
       for (absl::string_view b : absl::StrSplit(value, ',')) {
@@ -133,10 +136,11 @@ int Run(int argc, char** argv) {
                  "[--threads N] [--batches 1,8,32] [--prompt N] [--steps N]\n";
     return 2;
   }
+  TuneMallocForModel();
   ConfigureTorchThreads({.intra_op_threads = o.threads});
   c10::InferenceMode inference;
   const at::ScalarType dtype = o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  auto model = LlamaModel::Load(o.model, {.dtype = dtype});
+  auto model = LlamaModel::Load(o.model, {.dtype = dtype, .eager_baseline = o.eager_baseline});
   if (!model.ok()) {
     std::cerr << model.status().message() << "\n";
     return 1;
