@@ -1,0 +1,108 @@
+#include "server/text_stream.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace fms {
+namespace {
+
+constexpr int32_t kEos = 2;
+
+// The byte-fallback BPE tokenizer of the test checkpoints (tools/test sets
+// FMS_TEST_MODELS).
+class TextStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* models = std::getenv("FMS_TEST_MODELS");
+    if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+    auto tokenizer =
+        Tokenizer::Load((std::filesystem::path(models) / "mha" / "tokenizer.model").string());
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = *std::move(tokenizer);
+  }
+
+  // Streams `generated` after `prompt`; returns the deltas and the flushed end.
+  std::vector<std::string> Stream(const std::string& prompt, const std::string& generated,
+                                  TextStreamOptions options, TextStream::Delta* last = nullptr) {
+    const std::vector<int32_t> prompt_ids = tokenizer_->Encode(prompt).ids;
+    const std::vector<int32_t> full = tokenizer_->Encode(prompt + generated).ids;
+    // The generated tokens are those after the prompt's (same split here).
+    EXPECT_EQ(std::vector<int32_t>(full.begin(), full.begin() + prompt_ids.size()), prompt_ids);
+    options.eos_token_ids = {kEos};
+    TextStream stream(tokenizer_.get(), prompt_ids.back(), options);
+    std::vector<std::string> deltas;
+    std::vector<int32_t> tokens(full.begin() + prompt_ids.size(), full.end());
+    tokens.push_back(kEos);
+    for (int32_t token : tokens) {
+      auto delta = stream.Add(token);
+      EXPECT_TRUE(delta.ok());
+      deltas.push_back(delta->text);
+      if (last != nullptr) *last = *delta;
+      if (delta->stopped) return deltas;
+    }
+    deltas.push_back(stream.Flush());
+    return deltas;
+  }
+
+  static std::string Join(const std::vector<std::string>& parts) {
+    std::string all;
+    for (const auto& p : parts) all += p;
+    return all;
+  }
+
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(TextStreamTest, DeltasConcatenateToTheTextWithItsLeadingSpace) {
+  EXPECT_EQ(Join(Stream("The king", " and the queen went to the river.", {})),
+            " and the queen went to the river.");
+}
+
+TEST_F(TextStreamTest, ByteFallbackCharactersArriveWhole) {
+  const std::string text = " caf\xC3\xA9 \xF0\x9F\x99\x82 ok";  // "café 🙂 ok"
+  const auto deltas = Stream("Water", text, {});
+  EXPECT_EQ(Join(deltas), text);
+  for (const std::string& d : deltas) {
+    EXPECT_EQ(d.find("\xEF\xBF\xBD"), std::string::npos) << "half a character released";
+  }
+}
+
+TEST_F(TextStreamTest, StopSequenceAcrossTokensCutsTheText) {
+  TextStream::Delta last;
+  auto deltas = Stream("Once", " the great river came down", {.stop_sequences = {"river c"},
+                                                              .include_stop_sequence = false},
+                       &last);
+  EXPECT_TRUE(last.stopped);
+  EXPECT_EQ(last.stop_sequence, "river c");
+  EXPECT_EQ(Join(deltas), " the great ");
+  deltas = Stream("Once", " the great river came down",
+                  {.stop_sequences = {"nothing", "river c"}, .include_stop_sequence = true}, &last);
+  EXPECT_EQ(Join(deltas), " the great river c");
+}
+
+TEST_F(TextStreamTest, HeldBackTextNeverIncludesACutStop) {
+  // With include_stop_sequence = false nothing of "great r" may be released
+  // before the match is known.
+  const auto deltas = Stream("Once", " the great river", {.stop_sequences = {"great r"},
+                                                         .include_stop_sequence = false});
+  std::string released;
+  for (const std::string& d : deltas) {
+    released += d;
+    EXPECT_EQ(released.find("great"), std::string::npos) << released;
+  }
+}
+
+TEST_F(TextStreamTest, EosIsNeverText) {
+  TextStream stream(tokenizer_.get(), -1, {.eos_token_ids = {kEos}});
+  auto delta = stream.Add(kEos);
+  ASSERT_TRUE(delta.ok());
+  EXPECT_EQ(delta->text, "");
+  EXPECT_EQ(stream.Flush(), "");
+}
+
+}  // namespace
+}  // namespace fms
