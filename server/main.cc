@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "server/app.h"
 #include "server/config.h"
 
 int main(int argc, char** argv) {
@@ -17,6 +18,5 @@ int main(int argc, char** argv) {
     std::cout << fms::ServerConfigHelp();
     return 0;
   }
-  std::cerr << "fms-server: serving is not implemented yet; see --help\n";
-  return 1;
+  return fms::RunServer(parsed->config);
 }

@@ -14,6 +14,12 @@ size_t IncompleteTail(const std::string& s) {
   return n;
 }
 
+// The largest position <= pos that does not split a UTF-8 character.
+size_t Utf8Boundary(const std::string& s, size_t pos) {
+  while (pos > 0 && pos < s.size() && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80) --pos;
+  return pos;
+}
+
 }  // namespace
 
 TextStream::TextStream(const Tokenizer* tokenizer, int32_t last_prompt_token,
@@ -69,7 +75,8 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(int32_t token) {
     return delta;
   }
   const size_t held = std::max(hold_back_, IncompleteTail(decoded_));
-  const size_t releasable = decoded_.size() > held ? decoded_.size() - held : 0;
+  const size_t releasable =
+      Utf8Boundary(decoded_, decoded_.size() > held ? decoded_.size() - held : 0);
   if (releasable > text_.size()) {
     delta.text = decoded_.substr(text_.size(), releasable - text_.size());
     text_ += delta.text;

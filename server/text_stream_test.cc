@@ -96,6 +96,17 @@ TEST_F(TextStreamTest, HeldBackTextNeverIncludesACutStop) {
   }
 }
 
+TEST_F(TextStreamTest, HoldBackNeverSplitsACharacter) {
+  // Holding back bytes for a stop sequence must not cut "é" in half.
+  const auto deltas = Stream("Water", " caf\xC3\xA9 caf\xC3\xA9 caf\xC3\xA9 and",
+                             {.stop_sequences = {"zzzzz"}, .include_stop_sequence = false});
+  for (const std::string& d : deltas) {
+    if (d.empty()) continue;
+    EXPECT_NE(static_cast<unsigned char>(d.front()) & 0xC0, 0x80) << "starts mid-character";
+  }
+  EXPECT_EQ(Join(deltas), " caf\xC3\xA9 caf\xC3\xA9 caf\xC3\xA9 and");
+}
+
 TEST_F(TextStreamTest, EosIsNeverText) {
   TextStream stream(tokenizer_.get(), -1, {.eos_token_ids = {kEos}});
   auto delta = stream.Add(kEos);

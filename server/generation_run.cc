@@ -1,0 +1,199 @@
+#include "server/generation_run.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace fms {
+namespace {
+
+fmaas::StopReason ToStopReason(FinishReason reason) {
+  return static_cast<fmaas::StopReason>(static_cast<int>(reason));
+}
+
+}  // namespace
+
+GenerationRun::GenerationRun(const ResolvedParams& params, const RunContext& context)
+    : params_(params), context_(context) {}
+
+absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
+    const std::string& text, const ResolvedParams& params, const RunContext& context,
+    uint32_t random_seed) {
+  std::unique_ptr<GenerationRun> run(new GenerationRun(params, context));
+  run->input_text_ = text;
+  std::vector<int32_t> ids = context.tokenizer->Encode(text).ids;
+  const int32_t bos = context.tokenizer->bos_id();
+  if (bos >= 0) ids.insert(ids.begin(), bos);
+  const uint32_t truncate = params.truncate_input_tokens;
+  if (truncate > 0 && ids.size() > truncate) {
+    ids.erase(ids.begin(), ids.end() - truncate);
+    if (bos >= 0) ids.front() = bos;  // The first kept position becomes BOS.
+  }
+  const uint32_t n = static_cast<uint32_t>(ids.size());
+  if (absl::Status s = ValidateInputLength(n, params.min_new_tokens, context.max_sequence_length);
+      !s.ok()) {
+    return s;
+  }
+  Request& request = run->request_;
+  request.prompt = std::move(ids);
+  request.sampling = params.sampling;
+  if (params.sampling.sample && !params.seed_given) request.sampling.seed = random_seed;
+  request.prompt_details = params.input_tokens;
+  request.arrival = Clock::now();
+  // max_new_tokens shrinks to fit max_sequence_length: reaching it is TOKEN_LIMIT.
+  const uint32_t room = context.max_sequence_length - n;
+  request.stopping.max_new_tokens = std::min(params.max_new_tokens, room);
+  request.stopping.max_new_tokens_clamped = room < params.max_new_tokens;
+  request.stopping.min_new_tokens = params.min_new_tokens;
+  if (params.time_limit_millis > 0) {
+    request.stopping.deadline =
+        request.arrival + std::chrono::milliseconds(params.time_limit_millis);
+  }
+  run->text_stream_ = std::make_unique<TextStream>(
+      context.tokenizer, request.prompt.back(),
+      TextStreamOptions{.stop_sequences = params.stop_sequences,
+                        .include_stop_sequence = params.include_stop_sequence,
+                        .output_special_tokens = context.output_special_tokens,
+                        .eos_token_ids = context.eos_token_ids});
+  return run;
+}
+
+void GenerationRun::FillTokenInfo(int32_t token, const TokenDetails& details,
+                                  fmaas::TokenInfo* info) const {
+  info->set_text(std::string(context_.tokenizer->IdToPiece(token)));
+  if (params_.sampling.logprobs) info->set_logprob(details.logprob);
+  if (params_.sampling.ranks) info->set_rank(details.rank);
+  for (const auto& [id, logprob] : details.top) {
+    fmaas::TokenInfo::TopToken* top = info->add_top_tokens();
+    top->set_text(std::string(context_.tokenizer->IdToPiece(id)));
+    if (params_.sampling.logprobs) top->set_logprob(logprob);
+  }
+}
+
+fmaas::GenerationResponse GenerationRun::FirstMessage() const {
+  fmaas::GenerationResponse first;
+  first.set_input_token_count(input_token_count());
+  if (params_.input_text) first.set_text(input_text_);
+  if (request_.sampling.sample) first.set_seed(request_.sampling.seed);
+  return first;
+}
+
+void GenerationRun::AddInputTokens(const SequenceEvent& event) {
+  fmaas::GenerationResponse message;
+  for (size_t i = 0; i < event.prompt_details.size() && i < request_.prompt.size(); ++i) {
+    fmaas::TokenInfo* info = message.add_input_tokens();
+    FillTokenInfo(request_.prompt[i], event.prompt_details[i], info);
+    if (i == 0) {  // TGIS: NaN logprob, rank 0 and no top tokens at position 0.
+      if (params_.sampling.logprobs) info->set_logprob(std::nanf(""));
+      info->set_rank(0);
+      info->clear_top_tokens();
+    }
+  }
+  message.set_input_token_count(message.input_tokens_size());
+  *unary_.mutable_input_tokens() = message.input_tokens();
+  outbox_.push_back(std::move(message));
+}
+
+bool GenerationRun::OnEvent(const SequenceEvent& event) {
+  absl::MutexLock lock(&mu_);
+  if (done_) return false;
+  if (!event.prompt_details.empty()) AddInputTokens(event);
+  bool stop_now = false;
+  std::optional<fmaas::GenerationResponse> message;
+  if (event.has_token) {
+    generated_ = event.generated;
+    auto delta = text_stream_->Add(event.token);
+    if (!delta.ok()) {
+      Finish(FinishReason::kError, absl::UnknownError(absl::StrCat(
+          "Request failed during detokenization: ", delta.status().message())), nullptr);
+      return true;
+    }
+    message.emplace();
+    message->set_generated_token_count(generated_);
+    message->set_text(delta->text);
+    if (params_.generated_tokens) {
+      FillTokenInfo(event.token, event.details, message->add_tokens());
+      FillTokenInfo(event.token, event.details, unary_.add_tokens());
+    }
+    if (delta->stopped) {
+      stopped_ = stop_now = true;
+      stop_sequence_ = delta->stop_sequence;
+    }
+  }
+  if (stop_now) {
+    Finish(FinishReason::kStopSequence, absl::OkStatus(), &*message);
+  } else if (event.finish != FinishReason::kNotFinished) {
+    const absl::Status status =
+        event.finish == FinishReason::kError
+            ? absl::UnknownError(absl::StrCat("Request failed during generation: ",
+                                              event.error.message()))
+            : absl::OkStatus();
+    Finish(event.finish, status, message ? &*message : nullptr);
+  } else if (message && (!message->text().empty() || message->tokens_size() > 0)) {
+    outbox_.push_back(*std::move(message));  // Empty deltas are suppressed.
+  }
+  return stop_now;
+}
+
+// Ends the run: the last outbox message (if it is this step's token message)
+// becomes the final message, else a final message is added.
+void GenerationRun::Finish(FinishReason reason, const absl::Status& status,
+                           fmaas::GenerationResponse* last) {
+  done_ = true;
+  status_ = status;
+  if (!status.ok()) return;
+  outbox_.push_back(last != nullptr ? std::move(*last) : fmaas::GenerationResponse());
+  fmaas::GenerationResponse& final_message = outbox_.back();
+  if (!stopped_) final_message.set_text(final_message.text() + text_stream_->Flush());
+  final_message.set_generated_token_count(generated_);
+  final_message.set_stop_reason(ToStopReason(reason));
+  if (reason == FinishReason::kStopSequence) final_message.set_stop_sequence(stop_sequence_);
+  if (request_.sampling.sample) final_message.set_seed(request_.sampling.seed);
+  // The unary response.
+  unary_.set_input_token_count(input_token_count());
+  unary_.set_generated_token_count(generated_);
+  unary_.set_text((params_.input_text ? input_text_ : "") + text_stream_->text());
+  unary_.set_stop_reason(ToStopReason(reason));
+  if (reason == FinishReason::kStopSequence) unary_.set_stop_sequence(stop_sequence_);
+  if (request_.sampling.sample) unary_.set_seed(request_.sampling.seed);
+}
+
+namespace {
+constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
+}  // namespace
+
+bool GenerationRun::NextMessage(const std::function<bool()>& cancelled,
+                                fmaas::GenerationResponse* message, absl::Status* status) {
+  absl::MutexLock lock(&mu_);
+  const absl::Condition ready(
+      +[](GenerationRun* run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run->mu_) {
+        return !run->outbox_.empty() || run->done_;
+      },
+      this);
+  while (!mu_.AwaitWithTimeout(ready, kCancelPoll)) {
+    if (cancelled()) {
+      *status = absl::CancelledError("the client cancelled");
+      return false;
+    }
+  }
+  if (!outbox_.empty()) {
+    *message = std::move(outbox_.front());
+    outbox_.pop_front();
+    return true;
+  }
+  *status = status_;
+  return false;
+}
+
+absl::StatusOr<fmaas::GenerationResponse> GenerationRun::Wait(
+    const std::function<bool()>& cancelled) {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&done_), kCancelPoll)) {
+    if (cancelled()) return absl::CancelledError("the client cancelled");
+  }
+  if (!status_.ok()) return status_;
+  return unary_;
+}
+
+}  // namespace fms

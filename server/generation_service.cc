@@ -1,0 +1,175 @@
+#include "server/generation_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace fms {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+// Releases concurrency permits when a call ends, however it ends.
+class Permits {
+ public:
+  Permits(std::atomic<int64_t>* counter, uint32_t n) : counter_(counter), n_(n) {}
+  ~Permits() { *counter_ -= n_; }
+
+ private:
+  std::atomic<int64_t>* counter_;
+  uint32_t n_;
+};
+
+}  // namespace
+
+GenerationService::GenerationService(Batcher* batcher, GenerationServiceOptions options)
+    : batcher_(batcher), options_(std::move(options)) {}
+
+bool GenerationService::Acquire(uint32_t n) {
+  int64_t current = in_flight_.load();
+  do {
+    if (current + n > options_.max_concurrent_requests) return false;
+  } while (!in_flight_.compare_exchange_weak(current, current + n));
+  return true;
+}
+
+absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
+    const fmaas::Parameters* params, const std::vector<const std::string*>& texts,
+    bool has_prefix, bool has_adapter) {
+  if (has_prefix) return absl::InvalidArgumentError("prefix_id is not supported by this server");
+  if (has_adapter) {
+    return absl::InvalidArgumentError("adapter_id is not supported by this server");
+  }
+  auto resolved = ResolveParameters(params, options_.limits);
+  if (!resolved.ok()) return resolved.status();
+  Runs runs;
+  for (const std::string* text : texts) {
+    uint32_t seed;
+    {
+      absl::MutexLock lock(&rng_mu_);
+      seed = absl::Uniform<uint32_t>(rng_);  // A random 32-bit seed per input.
+    }
+    auto run = GenerationRun::Create(*text, *resolved, options_.context, seed);
+    if (!run.ok()) return run.status();
+    runs.push_back(*std::move(run));
+  }
+  return runs;
+}
+
+absl::StatusOr<std::vector<SequenceId>> GenerationService::Submit(const Runs& runs) {
+  std::vector<SequenceId> ids;
+  for (const auto& run : runs) {
+    Batcher* batcher = batcher_;
+    auto id = batcher_->Submit(run->request(), [run, batcher](const SequenceEvent& event) {
+      if (run->OnEvent(event)) batcher->Finish(event.id, FinishReason::kStopSequence);
+    });
+    if (!id.ok()) {
+      for (SequenceId submitted : ids) batcher_->Cancel(submitted);
+      return id.status();
+    }
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* context,
+                                         const fmaas::BatchedGenerationRequest* request,
+                                         fmaas::BatchedGenerationResponse* response) {
+  const uint32_t n = static_cast<uint32_t>(request->requests_size());
+  if (n == 0) return grpc::Status::OK;
+  std::vector<const std::string*> texts;
+  for (const auto& r : request->requests()) texts.push_back(&r.text());
+  auto runs = Prepare(request->has_params() ? &request->params() : nullptr, texts,
+                      request->has_prefix_id(), request->has_adapter_id());
+  if (!runs.ok()) return ToGrpc(runs.status());
+  if (!Acquire(n)) return grpc::Status(grpc::RESOURCE_EXHAUSTED, "Model is overloaded");
+  Permits permits(&in_flight_, n);
+  auto ids = Submit(*runs);
+  if (!ids.ok()) return ToGrpc(ids.status());
+  const auto cancelled = [context] { return context->IsCancelled(); };
+  for (size_t i = 0; i < runs->size(); ++i) {
+    auto result = (*runs)[i]->Wait(cancelled);
+    if (!result.ok()) {  // The batch fails as a whole.
+      for (SequenceId id : *ids) batcher_->Cancel(id);
+      return ToGrpc(result.status());
+    }
+    *response->add_responses() = *std::move(result);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GenerateStream(
+    grpc::ServerContext* context, const fmaas::SingleGenerationRequest* request,
+    grpc::ServerWriter<fmaas::GenerationResponse>* writer) {
+  if (!request->has_request()) return grpc::Status(grpc::INVALID_ARGUMENT, "missing request");
+  auto runs = Prepare(request->has_params() ? &request->params() : nullptr,
+                      {&request->request().text()}, request->has_prefix_id(),
+                      request->has_adapter_id());
+  if (!runs.ok()) return ToGrpc(runs.status());
+  if (!Acquire(1)) return grpc::Status(grpc::RESOURCE_EXHAUSTED, "Model is overloaded");
+  Permits permits(&in_flight_, 1);
+  GenerationRun& run = *runs->front();
+  writer->Write(run.FirstMessage());  // Right after validation, before queueing.
+  auto ids = Submit(*runs);
+  if (!ids.ok()) return ToGrpc(ids.status());
+  const auto cancelled = [context] { return context->IsCancelled(); };
+  fmaas::GenerationResponse message;
+  absl::Status status;
+  while (run.NextMessage(cancelled, &message, &status)) {
+    if (!writer->Write(message)) {  // The client went away.
+      batcher_->Cancel(ids->front());
+      return grpc::Status(grpc::CANCELLED, "the client cancelled");
+    }
+  }
+  if (!status.ok()) batcher_->Cancel(ids->front());
+  return ToGrpc(status);
+}
+
+grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
+                                         const fmaas::BatchedTokenizeRequest* request,
+                                         fmaas::BatchedTokenizeResponse* response) {
+  if (request->has_prefix_id() || request->has_adapter_id()) {
+    return grpc::Status(grpc::INVALID_ARGUMENT,
+                        "prefix_id and adapter_id are not supported by this server");
+  }
+  const Tokenizer& tokenizer = *options_.context.tokenizer;
+  for (const auto& input : request->requests()) {
+    Encoding encoding = tokenizer.Encode(input.text());
+    if (tokenizer.bos_id() >= 0) {  // Special tokens get the empty offset (0, 0).
+      encoding.ids.insert(encoding.ids.begin(), tokenizer.bos_id());
+      encoding.begins.insert(encoding.begins.begin(), 0);
+      encoding.ends.insert(encoding.ends.begin(), 0);
+    }
+    const size_t count = encoding.ids.size();
+    const size_t keep = request->truncate_input_tokens() > 0
+                            ? std::min<size_t>(count, request->truncate_input_tokens())
+                            : count;
+    fmaas::TokenizeResponse* out = response->add_responses();
+    out->set_token_count(static_cast<uint32_t>(keep));
+    for (size_t i = count - keep; i < count; ++i) {
+      if (request->return_tokens()) {
+        out->add_tokens(std::string(tokenizer.IdToPiece(encoding.ids[i])));
+      }
+      if (request->return_offsets()) {
+        fmaas::TokenizeResponse::Offset* offset = out->add_offsets();
+        offset->set_start(encoding.begins[i]);
+        offset->set_end(encoding.ends[i]);
+      }
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::ModelInfo(grpc::ServerContext*, const fmaas::ModelInfoRequest*,
+                                          fmaas::ModelInfoResponse* response) {
+  response->set_model_kind(fmaas::ModelInfoResponse::DECODER_ONLY);
+  response->set_max_sequence_length(options_.limits.max_sequence_length);
+  response->set_max_new_tokens(options_.limits.max_new_tokens);
+  return grpc::Status::OK;
+}
+
+}  // namespace fms

@@ -1,0 +1,65 @@
+// The fmaas.GenerationService gRPC service: Generate, GenerateStream,
+// Tokenize and ModelInfo with TGIS semantics, over a Batcher. The only place
+// where absl::Status becomes grpc::Status.
+
+#ifndef FMS_SERVER_GENERATION_SERVICE_H_
+#define FMS_SERVER_GENERATION_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
+#include "batching/batcher.h"
+#include "proto/generation.grpc.pb.h"
+#include "server/generation_run.h"
+#include "server/validation.h"
+
+namespace fms {
+
+struct GenerationServiceOptions {
+  ValidationLimits limits;         // max_new_tokens already clamped.
+  RunContext context;
+  uint32_t max_concurrent_requests = 512;  // Inputs in flight; beyond: overloaded.
+};
+
+class GenerationService final : public fmaas::GenerationService::Service {
+ public:
+  GenerationService(Batcher* batcher, GenerationServiceOptions options);
+
+  grpc::Status Generate(grpc::ServerContext* context,
+                        const fmaas::BatchedGenerationRequest* request,
+                        fmaas::BatchedGenerationResponse* response) override;
+  grpc::Status GenerateStream(grpc::ServerContext* context,
+                              const fmaas::SingleGenerationRequest* request,
+                              grpc::ServerWriter<fmaas::GenerationResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* context,
+                        const fmaas::BatchedTokenizeRequest* request,
+                        fmaas::BatchedTokenizeResponse* response) override;
+  grpc::Status ModelInfo(grpc::ServerContext* context, const fmaas::ModelInfoRequest* request,
+                         fmaas::ModelInfoResponse* response) override;
+
+ private:
+  using Runs = std::vector<std::shared_ptr<GenerationRun>>;
+
+  // Validates and tokenizes every input; fails as a whole.
+  absl::StatusOr<Runs> Prepare(const fmaas::Parameters* params,
+                               const std::vector<const std::string*>& texts,
+                               bool has_prefix, bool has_adapter);
+  // Submits `runs` and returns their ids.
+  absl::StatusOr<std::vector<SequenceId>> Submit(const Runs& runs);
+  // Takes `n` concurrency permits, all or none.
+  bool Acquire(uint32_t n);
+
+  Batcher* const batcher_;
+  const GenerationServiceOptions options_;
+  std::atomic<int64_t> in_flight_{0};
+  absl::Mutex rng_mu_;
+  absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);
+};
+
+}  // namespace fms
+
+#endif  // FMS_SERVER_GENERATION_SERVICE_H_

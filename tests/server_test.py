@@ -1,0 +1,226 @@
+"""fms-server end to end: the real binary on a tiny test model, driven by the
+Python grpcio client with stubs generated from proto/generation.proto.
+
+Validation cases live in tests/cases/validation_errors.json (request ->
+gRPC code and exact message); behaviours are checked against the model:
+every single-input Generate case is also run through GenerateStream and the
+streamed text must equal the unary text."""
+
+import json
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from grpc_tools import protoc
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MAX_SEQ, MAX_NEW = 128, 100
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stubs")
+    assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
+                        f"--grpc_python_out={out}", str(ROOT / "proto" / "generation.proto")]) == 0
+    sys.path.insert(0, str(out))
+    import generation_pb2
+    import generation_pb2_grpc
+    return generation_pb2, generation_pb2_grpc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def stub(pb, test_models):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(ROOT / "bazel-bin" / "server" / "fms-server"),
+         f"--model-name={test_models / 'gqa2'}", f"--grpc-port={port}",
+         f"--max-sequence-length={MAX_SEQ}", f"--max-new-tokens={MAX_NEW}",
+         "--max-batch-size=8"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb[1].GenerationServiceStub(channel)
+    deadline = time.time() + 60
+    while True:
+        try:
+            stub.ModelInfo(pb[0].ModelInfoRequest(), timeout=1)
+            break
+        except grpc.RpcError:
+            assert server.poll() is None, server.stdout.read()
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.2)
+    yield stub
+    server.terminate()
+    assert server.wait(timeout=30) == 0
+
+
+def generate(pb, stub, text, **params):
+    request = pb[0].BatchedGenerationRequest(
+        requests=[pb[0].GenerationRequest(text=text)],
+        params=json_format.ParseDict(params, pb[0].Parameters()))
+    return stub.Generate(request).responses[0]
+
+
+def stream(pb, stub, text, **params):
+    request = pb[0].SingleGenerationRequest(
+        request=pb[0].GenerationRequest(text=text),
+        params=json_format.ParseDict(params, pb[0].Parameters()))
+    return list(stub.GenerateStream(request))
+
+
+def assert_stream_matches_unary(pb, stub, text, **params):
+    unary = generate(pb, stub, text, **params)
+    messages = stream(pb, stub, text, **params)
+    first, rest = messages[0], messages[1:]
+    assert first.input_token_count == unary.input_token_count
+    assert first.stop_reason == 0 and first.generated_token_count == 0
+    echo = text if params.get("response", {}).get("inputText") else ""
+    assert first.text == echo
+    assert echo + "".join(m.text for m in rest) == unary.text
+    final = messages[-1]
+    assert final.stop_reason == unary.stop_reason
+    assert final.generated_token_count == unary.generated_token_count
+    for m in rest[:-1]:
+        # Empty deltas are suppressed; the input-tokens message carries only those.
+        assert m.stop_reason == 0 and (m.text or m.tokens or m.input_tokens)
+    return unary, messages
+
+
+def test_model_info(pb, stub):
+    info = stub.ModelInfo(pb[0].ModelInfoRequest(model_id="anything"))
+    assert (info.model_kind, info.max_sequence_length, info.max_new_tokens) == (0, MAX_SEQ, MAX_NEW)
+
+
+@pytest.mark.parametrize("case", json.loads((ROOT / "tests/cases/validation_errors.json").read_text()),
+                         ids=lambda c: c["name"])
+def test_validation_errors(pb, stub, case):
+    body = json.loads(json.dumps(case["request"]).replace("LONG_INPUT_128", " ".join(["water"] * 200)))
+    request = json_format.ParseDict(body, pb[0].BatchedGenerationRequest())
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Generate(request)
+    assert error.value.code().name == case["code"]
+    if case["name"] == "input as long as the context":
+        assert error.value.details().startswith("input tokens (")
+        assert error.value.details().endswith(") plus prefix length (0) must be < 128")
+    else:
+        assert error.value.details() == case["message"]
+
+
+def test_greedy_default_is_20_tokens_and_stream_equals_unary(pb, stub):
+    unary, _ = assert_stream_matches_unary(pb, stub, "The river and the king")
+    assert unary.generated_token_count <= 20
+    assert unary.stop_reason in (1, 2)  # MAX_TOKENS, or EOS_TOKEN early
+
+
+def test_max_and_min_new_tokens(pb, stub):
+    unary, _ = assert_stream_matches_unary(pb, stub, "Water", stopping={"maxNewTokens": 7,
+                                                                        "minNewTokens": 7})
+    assert (unary.generated_token_count, unary.stop_reason) == (7, 1)
+
+
+def test_token_limit_when_max_sequence_length_shortens(pb, stub):
+    text = " ".join(["stone"] * 45)
+    unary = generate(pb, stub, text, stopping={"maxNewTokens": 100, "minNewTokens": 1})
+    assert unary.input_token_count + 100 > MAX_SEQ
+    if unary.stop_reason != 2:  # Unless EOS came first.
+        assert unary.stop_reason == 6  # TOKEN_LIMIT
+        assert unary.input_token_count + unary.generated_token_count == MAX_SEQ
+
+
+def test_stop_sequence_cuts_the_text(pb, stub):
+    full = generate(pb, stub, "The garden", stopping={"maxNewTokens": 30, "minNewTokens": 30})
+    words = full.text.split()
+    assert len(words) > 3
+    stop = words[2]
+    for include in (True, False):
+        unary, messages = assert_stream_matches_unary(
+            pb, stub, "The garden", stopping={"maxNewTokens": 30, "minNewTokens": 0,
+                                              "stopSequences": [stop],
+                                              "includeStopSequence": include})
+        assert unary.stop_reason == 5 and unary.stop_sequence == stop
+        cut = full.text.index(stop) + (len(stop) if include else 0)
+        assert unary.text == full.text[:cut]
+
+
+def test_seeded_sampling_is_reproducible_and_echoes_the_seed(pb, stub):
+    params = dict(method="SAMPLE", sampling={"seed": 42, "temperature": 0.9},
+                  stopping={"maxNewTokens": 12})
+    a = generate(pb, stub, "Morning", **params)
+    b = generate(pb, stub, "Morning", **params)
+    assert a.text == b.text and a.seed == 42
+    unary, messages = assert_stream_matches_unary(pb, stub, "Morning", **params)
+    assert messages[0].seed == 42 and messages[-1].seed == 42
+
+
+def test_random_seeds_are_32_bit_and_per_input(pb, stub):
+    request = pb[0].BatchedGenerationRequest(
+        requests=[pb[0].GenerationRequest(text="Winter")] * 5,
+        params=json_format.ParseDict({"method": "SAMPLE", "stopping": {"maxNewTokens": 4}},
+                                     pb[0].Parameters()))
+    seeds = [r.seed for r in stub.Generate(request).responses]
+    assert len(set(seeds)) == 5 and all(0 <= s < 2**32 for s in seeds)
+
+
+def test_batched_generate_keeps_input_order(pb, stub):
+    texts = ["Fire", "The stone and the water", "Light"]
+    request = pb[0].BatchedGenerationRequest(
+        requests=[pb[0].GenerationRequest(text=t) for t in texts],
+        params=json_format.ParseDict({"stopping": {"maxNewTokens": 6}}, pb[0].Parameters()))
+    batched = stub.Generate(request).responses
+    for text, response in zip(texts, batched):
+        assert response.text == generate(pb, stub, text, stopping={"maxNewTokens": 6}).text
+
+
+def test_token_details_and_input_text(pb, stub):
+    params = dict(stopping={"maxNewTokens": 5}, response={
+        "inputText": True, "generatedTokens": True, "inputTokens": True,
+        "tokenLogprobs": True, "tokenRanks": True, "topNTokens": 2})
+    unary, messages = assert_stream_matches_unary(pb, stub, "The old king", **params)
+    assert unary.text.startswith("The old king")
+    assert len(unary.tokens) == unary.generated_token_count
+    assert all(t.rank >= 1 and t.logprob <= 0 and len(t.top_tokens) >= 2 for t in unary.tokens)
+    assert len(unary.input_tokens) == unary.input_token_count
+    assert unary.input_tokens[0].text == "<s>" and unary.input_tokens[0].logprob != unary.input_tokens[0].logprob  # NaN
+    assert all(t.rank >= 1 for t in unary.input_tokens[1:])
+    # Stream: header, then the input-tokens message, then tokens.
+    assert len(messages[1].input_tokens) == unary.input_token_count
+
+
+def test_greedy_top_rank_token_is_the_chosen_one(pb, stub):
+    unary = generate(pb, stub, "Evening", stopping={"maxNewTokens": 6},
+                     response={"generatedTokens": True, "tokenRanks": True})
+    assert all(t.rank == 1 for t in unary.tokens)
+
+
+def test_tokenize(pb, stub):
+    request = pb[0].BatchedTokenizeRequest(
+        requests=[pb[0].TokenizeRequest(text="the king"), pb[0].TokenizeRequest(text="")],
+        return_tokens=True, return_offsets=True, truncate_input_tokens=2)
+    first, empty = stub.Tokenize(request).responses
+    assert first.token_count == 2 and len(first.tokens) == 2
+    assert first.offsets[-1].end == len("the king")
+    assert empty.token_count == 1 and list(empty.tokens) == ["<s>"]
+
+
+def test_missing_request_and_cancelled_stream_leave_the_server_healthy(pb, stub):
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.GenerateStream(pb[0].SingleGenerationRequest()))
+    assert (error.value.code(), error.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                           "missing request")
+    call = stub.GenerateStream(pb[0].SingleGenerationRequest(
+        request=pb[0].GenerationRequest(text="Stone"),
+        params=json_format.ParseDict({"stopping": {"maxNewTokens": 100, "minNewTokens": 100}},
+                                     pb[0].Parameters())))
+    next(call)
+    call.cancel()
+    assert generate(pb, stub, "Stone", stopping={"maxNewTokens": 3}).generated_token_count >= 1
