@@ -24,7 +24,6 @@ namespace {
 
 constexpr int64_t kBlockSize = 16;
 constexpr double kKvBudgetBytes = 4.0 * (1 << 30);  // Upper bound for the KV pool.
-constexpr auto kDrainGrace = std::chrono::seconds(30);
 
 int Fatal(const absl::Status& status) {
   const std::string line = absl::StrCat("fms-server: ", status.message());
@@ -32,6 +31,32 @@ int Fatal(const absl::Status& status) {
   std::ofstream log("/dev/termination-log");
   if (log) log << line << "\n";
   return 1;
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Plaintext, TLS (TLS_CERT_PATH + TLS_KEY_PATH) or mTLS (+ TLS_CLIENT_CA_CERT_PATH:
+// clients must present a certificate signed by that CA).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerConfig& c) {
+  if (c.tls_cert_path.empty()) return grpc::InsecureServerCredentials();
+  auto cert = ReadPem(c.tls_cert_path, "TLS_CERT_PATH");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem(c.tls_key_path, "TLS_KEY_PATH");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!c.tls_client_ca_cert_path.empty()) {
+    auto ca = ReadPem(c.tls_client_ca_cert_path, "TLS_CLIENT_CA_CERT_PATH");
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
 }
 
 at::ScalarType Dtype(const std::string& name) {
@@ -91,12 +116,14 @@ int RunServer(const ServerConfig& config) {
                              .eos_token_ids = model_config.eos_token_ids,
                              .output_special_tokens = config.output_special_tokens},
                  .max_concurrent_requests = config.max_concurrent_requests});
+  auto credentials = Credentials(config);
+  if (!credentials.ok()) return Fatal(credentials.status());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::StrCat("0.0.0.0:", config.grpc_port),
-                           grpc::InsecureServerCredentials(), &port);
+                           *credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -106,8 +133,9 @@ int RunServer(const ServerConfig& config) {
                config.model_name, port, max_seq, max_new, blocks);
   int signal = 0;
   sigwait(&signals, &signal);
-  spdlog::info("signal {}: draining for up to {} s", signal, kDrainGrace.count());
-  server->Shutdown(std::chrono::system_clock::now() + kDrainGrace);
+  spdlog::info("signal {}: draining for up to {} s", signal, config.drain_grace_seconds);
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::seconds(config.drain_grace_seconds));
   batcher.Shutdown();
   return 0;
 }

@@ -50,6 +50,8 @@ struct ServerConfig {
   bool json_output = false;
   // LOG_LEVEL: trace, debug, info, warn, error.
   std::string log_level = "info";
+  // DRAIN_GRACE_SECONDS: after SIGTERM, how long in-flight requests may run.
+  uint32_t drain_grace_seconds = 30;
 };
 
 // Reads an environment variable; nullopt when unset.

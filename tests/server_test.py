@@ -224,3 +224,90 @@ def test_missing_request_and_cancelled_stream_leave_the_server_healthy(pb, stub)
     next(call)
     call.cancel()
     assert generate(pb, stub, "Stone", stopping={"maxNewTokens": 3}).generated_token_count >= 1
+
+
+def start_server(test_models, *flags, model="gqa2"):
+    port = free_port()
+    process = subprocess.Popen(
+        [str(ROOT / "bazel-bin" / "server" / "fms-server"),
+         f"--model-name={test_models / model}", f"--grpc-port={port}", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, port
+
+
+def wait_ready(pb, channel, process):
+    stub = pb[1].GenerationServiceStub(channel)
+    deadline = time.time() + 60
+    while True:
+        try:
+            stub.ModelInfo(pb[0].ModelInfoRequest(), timeout=1)
+            return stub
+        except grpc.RpcError:
+            assert process.poll() is None, process.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.2)
+
+
+def test_bad_model_path_exits_with_a_one_line_reason(test_models):
+    process, _ = start_server(test_models, model="no-such-model")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-model/config.json" in lines[0], stderr
+
+
+def test_sigterm_drains_in_flight_streams_and_exits_zero(pb, test_models):
+    process, port = start_server(test_models, "--drain-grace-seconds=20")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = wait_ready(pb, channel, process)
+    call = stub.GenerateStream(pb[0].SingleGenerationRequest(
+        request=pb[0].GenerationRequest(text="The king"),
+        params=json_format.ParseDict({"stopping": {"maxNewTokens": 60, "minNewTokens": 60}},
+                                     pb[0].Parameters())))
+    next(call)  # In flight.
+    process.send_signal(15)
+    messages = list(call)  # Finishes normally.
+    assert messages[-1].generated_token_count == 60 and messages[-1].stop_reason == 1
+    assert process.wait(timeout=30) == 0
+    with pytest.raises(grpc.RpcError):  # Nothing listens any more.
+        stub.ModelInfo(pb[0].ModelInfoRequest(), timeout=2)
+
+
+def make_certificates(tmp):
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (tmp / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", f"{name}.pem")
+    return {n: (tmp / n).read_bytes() for n in
+            ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def test_tls_and_mtls(pb, test_models, tmp_path):
+    certs = make_certificates(tmp_path)
+    process, port = start_server(
+        test_models, f"--tls-cert-path={tmp_path / 'server.pem'}",
+        f"--tls-key-path={tmp_path / 'server.key'}",
+        f"--tls-client-ca-cert-path={tmp_path / 'ca.pem'}")
+    try:
+        with_cert = grpc.ssl_channel_credentials(certs["ca.pem"], certs["client.key"],
+                                                 certs["client.pem"])
+        stub = wait_ready(pb, grpc.secure_channel(f"localhost:{port}", with_cert), process)
+        assert stub.ModelInfo(pb[0].ModelInfoRequest()).max_new_tokens > 0
+        without_cert = grpc.ssl_channel_credentials(certs["ca.pem"])
+        refused = pb[1].GenerationServiceStub(grpc.secure_channel(f"localhost:{port}",
+                                                                  without_cert))
+        with pytest.raises(grpc.RpcError) as error:
+            refused.ModelInfo(pb[0].ModelInfoRequest(), timeout=5)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        plaintext = pb[1].GenerationServiceStub(grpc.insecure_channel(f"localhost:{port}"))
+        with pytest.raises(grpc.RpcError):
+            plaintext.ModelInfo(pb[0].ModelInfoRequest(), timeout=5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
