@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "batching/batcher.h"
 #include "model/llama_engine.h"
 #include "model/malloc_tuning.h"
@@ -75,6 +77,87 @@ int64_t KvBlocks(const LlamaConfig& c, at::ScalarType dtype, int64_t max_seq, in
   return std::max(per_seq, std::min(per_seq * batch, budget));
 }
 
+// Everything that exists once the model is loaded.
+struct Backend {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<LlamaEngine> engine;
+  std::unique_ptr<Batcher> batcher;
+  GenerationServiceOptions options;
+  int64_t kv_blocks = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ServerConfig& config) {
+  TuneMallocForModel();
+  ConfigureTorchThreads({});
+  const at::ScalarType dtype = Dtype(config.dtype_str);
+  auto model = LlamaModel::Load(config.model_name, {.dtype = dtype});
+  if (!model.ok()) return model.status();
+  const LlamaConfig c = (*model)->config();
+  if (c.tokenizer_path.empty()) {
+    return absl::NotFoundError(absl::StrCat(config.model_name, ": no tokenizer.model"));
+  }
+  auto backend = std::make_unique<Backend>();
+  auto tokenizer = Tokenizer::Load(c.tokenizer_path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  backend->tokenizer = *std::move(tokenizer);
+  const uint32_t max_seq = config.max_sequence_length.value_or(
+      static_cast<uint32_t>(c.max_position_embeddings));
+  const uint32_t max_new = std::min(config.max_new_tokens, max_seq - 1);
+  backend->kv_blocks = KvBlocks(c, dtype, max_seq, config.max_batch_size);
+  backend->engine = std::make_unique<LlamaEngine>(
+      *std::move(model), KvCacheOptions{.num_blocks = backend->kv_blocks, .block_size = kBlockSize});
+  backend->batcher = std::make_unique<Batcher>(
+      backend->engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
+                                             .max_tokens_per_step = 512,
+                                             .max_waiting_tokens = config.max_waiting_tokens,
+                                             .num_blocks = backend->kv_blocks,
+                                             .block_size = kBlockSize,
+                                             .eos_token_ids = c.eos_token_ids});
+  backend->options = {
+      .limits = {.max_new_tokens = max_new, .max_sequence_length = max_seq,
+                 .default_include_stop_seqs = config.default_include_stop_seqs},
+      .context = {.tokenizer = backend->tokenizer.get(), .max_sequence_length = max_seq,
+                  .eos_token_ids = c.eos_token_ids,
+                  .output_special_tokens = config.output_special_tokens},
+      .max_concurrent_requests = config.max_concurrent_requests};
+  return backend;
+}
+
+// One real generation step through the batcher before reporting SERVING.
+absl::Status WarmUp(Backend& backend) {
+  Request request{.prompt = {std::max(backend.tokenizer->bos_id(), 0)},
+                  .arrival = Clock::now()};
+  request.stopping.max_new_tokens = 1;
+  absl::Notification done;
+  absl::Status status;
+  auto id = backend.batcher->Submit(request, [&](const SequenceEvent& event) {
+    if (event.finish == FinishReason::kNotFinished) return;
+    status = event.error;
+    done.Notify();
+  });
+  if (!id.ok()) return id.status();
+  done.WaitForNotification();
+  return status;
+}
+
+void SetServing(grpc::Server& server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  health->SetServingStatus(serving);  // Every service, "" included.
+  health->SetServingStatus("fmaas.GenerationService", serving);
+}
+
+// SIGTERM: NOT_SERVING, refuse new work, let in-flight inputs finish within
+// the grace period, then stop.
+void Drain(const ServerConfig& config, grpc::Server& server, GenerationService& service) {
+  SetServing(server, false);
+  service.StopAccepting();
+  const auto deadline = Clock::now() + std::chrono::seconds(config.drain_grace_seconds);
+  while (service.in_flight() > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
 }  // namespace
 
 int RunServer(const ServerConfig& config) {
@@ -87,56 +170,37 @@ int RunServer(const ServerConfig& config) {
   if (config.model_name.empty()) {
     return Fatal(absl::InvalidArgumentError("MODEL_NAME (--model-name) is required"));
   }
-  TuneMallocForModel();
-  ConfigureTorchThreads({});
-  const at::ScalarType dtype = Dtype(config.dtype_str);
-  auto model = LlamaModel::Load(config.model_name, {.dtype = dtype});
-  if (!model.ok()) return Fatal(model.status());
-  const LlamaConfig model_config = (*model)->config();
-  if (model_config.tokenizer_path.empty()) {
-    return Fatal(absl::NotFoundError(absl::StrCat(config.model_name, ": no tokenizer.model")));
-  }
-  auto tokenizer = Tokenizer::Load(model_config.tokenizer_path);
-  if (!tokenizer.ok()) return Fatal(tokenizer.status());
-  const uint32_t max_seq = config.max_sequence_length.value_or(
-      static_cast<uint32_t>(model_config.max_position_embeddings));
-  const uint32_t max_new = std::min(config.max_new_tokens, max_seq - 1);
-  const int64_t blocks = KvBlocks(model_config, dtype, max_seq, config.max_batch_size);
-  LlamaEngine engine(*std::move(model), {.num_blocks = blocks, .block_size = kBlockSize});
-  Batcher batcher(&engine, {.max_batch_size = config.max_batch_size,
-                            .max_tokens_per_step = 512,
-                            .max_waiting_tokens = config.max_waiting_tokens,
-                            .num_blocks = blocks,
-                            .block_size = kBlockSize,
-                            .eos_token_ids = model_config.eos_token_ids});
-  GenerationService service(
-      &batcher, {.limits = {.max_new_tokens = max_new, .max_sequence_length = max_seq,
-                            .default_include_stop_seqs = config.default_include_stop_seqs},
-                 .context = {.tokenizer = tokenizer->get(), .max_sequence_length = max_seq,
-                             .eos_token_ids = model_config.eos_token_ids,
-                             .output_special_tokens = config.output_special_tokens},
-                 .max_concurrent_requests = config.max_concurrent_requests});
   auto credentials = Credentials(config);
   if (!credentials.ok()) return Fatal(credentials.status());
+  // gRPC first, NOT_SERVING until the model is loaded and a step ran.
+  GenerationService service;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::StrCat("0.0.0.0:", config.grpc_port),
-                           *credentials, &port);
+  builder.AddListeningPort(absl::StrCat("0.0.0.0:", config.grpc_port), *credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return Fatal(absl::UnavailableError(absl::StrCat("cannot listen on port ", config.grpc_port)));
   }
+  SetServing(*server, false);
+  auto backend = LoadBackend(config);
+  absl::Status ready = backend.ok() ? WarmUp(**backend) : backend.status();
+  if (!ready.ok()) {
+    server->Shutdown();
+    return Fatal(ready);
+  }
+  service.Activate((*backend)->batcher.get(), (*backend)->options);
+  SetServing(*server, true);
   spdlog::info("serving {} on port {} (max_sequence_length {}, max_new_tokens {}, {} KV blocks)",
-               config.model_name, port, max_seq, max_new, blocks);
+               config.model_name, port, (*backend)->options.limits.max_sequence_length,
+               (*backend)->options.limits.max_new_tokens, (*backend)->kv_blocks);
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("signal {}: draining for up to {} s", signal, config.drain_grace_seconds);
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::seconds(config.drain_grace_seconds));
-  batcher.Shutdown();
+  Drain(config, *server, service);
+  (*backend)->batcher->Shutdown();
   return 0;
 }
 

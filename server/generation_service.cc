@@ -26,8 +26,19 @@ class Permits {
 
 }  // namespace
 
-GenerationService::GenerationService(Batcher* batcher, GenerationServiceOptions options)
-    : batcher_(batcher), options_(std::move(options)) {}
+void GenerationService::Activate(Batcher* batcher, GenerationServiceOptions options) {
+  batcher_ = batcher;
+  options_ = std::move(options);
+  active_.store(batcher, std::memory_order_release);
+}
+
+grpc::Status GenerationService::CheckAvailable() const {
+  if (active_.load(std::memory_order_acquire) == nullptr) {
+    return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
+  }
+  if (!accepting_) return grpc::Status(grpc::UNAVAILABLE, "the server is shutting down");
+  return grpc::Status::OK;
+}
 
 bool GenerationService::Acquire(uint32_t n) {
   int64_t current = in_flight_.load();
@@ -79,6 +90,7 @@ absl::StatusOr<std::vector<SequenceId>> GenerationService::Submit(const Runs& ru
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const fmaas::BatchedGenerationRequest* request,
                                          fmaas::BatchedGenerationResponse* response) {
+  if (grpc::Status s = CheckAvailable(); !s.ok()) return s;
   const uint32_t n = static_cast<uint32_t>(request->requests_size());
   if (n == 0) return grpc::Status::OK;
   std::vector<const std::string*> texts;
@@ -105,6 +117,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
 grpc::Status GenerationService::GenerateStream(
     grpc::ServerContext* context, const fmaas::SingleGenerationRequest* request,
     grpc::ServerWriter<fmaas::GenerationResponse>* writer) {
+  if (grpc::Status s = CheckAvailable(); !s.ok()) return s;
   if (!request->has_request()) return grpc::Status(grpc::INVALID_ARGUMENT, "missing request");
   auto runs = Prepare(request->has_params() ? &request->params() : nullptr,
                       {&request->request().text()}, request->has_prefix_id(),
@@ -132,6 +145,9 @@ grpc::Status GenerationService::GenerateStream(
 grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
                                          const fmaas::BatchedTokenizeRequest* request,
                                          fmaas::BatchedTokenizeResponse* response) {
+  if (active_.load(std::memory_order_acquire) == nullptr) {
+    return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
+  }
   if (request->has_prefix_id() || request->has_adapter_id()) {
     return grpc::Status(grpc::INVALID_ARGUMENT,
                         "prefix_id and adapter_id are not supported by this server");
@@ -166,6 +182,9 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
 
 grpc::Status GenerationService::ModelInfo(grpc::ServerContext*, const fmaas::ModelInfoRequest*,
                                           fmaas::ModelInfoResponse* response) {
+  if (active_.load(std::memory_order_acquire) == nullptr) {
+    return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
+  }
   response->set_model_kind(fmaas::ModelInfoResponse::DECODER_ONLY);
   response->set_max_sequence_length(options_.limits.max_sequence_length);
   response->set_max_new_tokens(options_.limits.max_new_tokens);

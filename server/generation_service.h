@@ -25,9 +25,18 @@ struct GenerationServiceOptions {
   uint32_t max_concurrent_requests = 512;  // Inputs in flight; beyond: overloaded.
 };
 
+// Registered before the model loads (so that health checks answer while it
+// loads); RPCs answer UNAVAILABLE until Activate and after StopAccepting.
 class GenerationService final : public fmaas::GenerationService::Service {
  public:
-  GenerationService(Batcher* batcher, GenerationServiceOptions options);
+  GenerationService() = default;
+
+  // The model is loaded and warmed up: start serving. Call once.
+  void Activate(Batcher* batcher, GenerationServiceOptions options);
+  // Draining: new generation RPCs are refused, running ones go on.
+  void StopAccepting() { accepting_ = false; }
+  // Generation inputs in flight.
+  int64_t in_flight() const { return in_flight_.load(); }
 
   grpc::Status Generate(grpc::ServerContext* context,
                         const fmaas::BatchedGenerationRequest* request,
@@ -53,8 +62,13 @@ class GenerationService final : public fmaas::GenerationService::Service {
   // Takes `n` concurrency permits, all or none.
   bool Acquire(uint32_t n);
 
-  Batcher* const batcher_;
-  const GenerationServiceOptions options_;
+  // UNAVAILABLE unless active and accepting.
+  grpc::Status CheckAvailable() const;
+
+  std::atomic<Batcher*> active_{nullptr};  // Set once, after options_.
+  Batcher* batcher_ = nullptr;
+  GenerationServiceOptions options_;
+  std::atomic<bool> accepting_{true};
   std::atomic<int64_t> in_flight_{0};
   absl::Mutex rng_mu_;
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);

@@ -27,10 +27,25 @@ def pb(tmp_path_factory):
     out = tmp_path_factory.mktemp("stubs")
     assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
                         f"--grpc_python_out={out}", str(ROOT / "proto" / "generation.proto")]) == 0
+    assert protoc.main(["protoc", f"-I{ROOT / 'tests' / 'cases'}", f"--python_out={out}",
+                        f"--grpc_python_out={out}", str(ROOT / "tests/cases/health.proto")]) == 0
     sys.path.insert(0, str(out))
     import generation_pb2
     import generation_pb2_grpc
     return generation_pb2, generation_pb2_grpc
+
+
+@pytest.fixture(scope="session")
+def health_pb(pb):
+    import health_pb2
+    import health_pb2_grpc
+    return health_pb2, health_pb2_grpc
+
+
+def health(health_pb, channel, service=""):
+    stub = health_pb[1].HealthStub(channel)
+    return health_pb[0].HealthCheckResponse.ServingStatus.Name(
+        stub.Check(health_pb[0].HealthCheckRequest(service=service), timeout=5).status)
 
 
 def free_port():
@@ -256,18 +271,28 @@ def test_bad_model_path_exits_with_a_one_line_reason(test_models):
     assert len(lines) == 1 and "no-such-model/config.json" in lines[0], stderr
 
 
-def test_sigterm_drains_in_flight_streams_and_exits_zero(pb, test_models):
+def test_sigterm_drains_in_flight_streams_and_exits_zero(pb, health_pb, test_models):
     process, port = start_server(test_models, "--drain-grace-seconds=20")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = wait_ready(pb, channel, process)
+    assert health(health_pb, channel) == "SERVING"
+    assert health(health_pb, channel, "fmaas.GenerationService") == "SERVING"
     call = stub.GenerateStream(pb[0].SingleGenerationRequest(
         request=pb[0].GenerationRequest(text="The king"),
-        params=json_format.ParseDict({"stopping": {"maxNewTokens": 60, "minNewTokens": 60}},
+        params=json_format.ParseDict({"stopping": {"maxNewTokens": 450, "minNewTokens": 450}},
                                      pb[0].Parameters())))
-    next(call)  # In flight.
+    next(call)  # In flight: 450 tokens keep it busy for a second or more.
     process.send_signal(15)
-    messages = list(call)  # Finishes normally.
-    assert messages[-1].generated_token_count == 60 and messages[-1].stop_reason == 1
+    deadline = time.time() + 10
+    while health(health_pb, channel) != "NOT_SERVING":  # Draining.
+        assert time.time() < deadline
+        time.sleep(0.02)
+    with pytest.raises(grpc.RpcError) as refused:  # New work is refused...
+        generate(pb, stub, "late")
+    assert (refused.value.code(), refused.value.details()) == (
+        grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+    messages = list(call)  # ... while the in-flight stream finishes normally.
+    assert messages[-1].generated_token_count == 450 and messages[-1].stop_reason == 1
     assert process.wait(timeout=30) == 0
     with pytest.raises(grpc.RpcError):  # Nothing listens any more.
         stub.ModelInfo(pb[0].ModelInfoRequest(), timeout=2)
