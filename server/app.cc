@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -19,6 +20,8 @@
 #include "model/malloc_tuning.h"
 #include "model/torch_threads.h"
 #include "server/generation_service.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
 #include "spdlog/spdlog.h"
 
 namespace fms {
@@ -81,6 +84,7 @@ int64_t KvBlocks(const LlamaConfig& c, at::ScalarType dtype, int64_t max_seq, in
 struct Backend {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<LlamaEngine> engine;
+  std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<Batcher> batcher;
   GenerationServiceOptions options;
   int64_t kv_blocks = 0;
@@ -106,19 +110,24 @@ absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ServerConfig& config)
   backend->kv_blocks = KvBlocks(c, dtype, max_seq, config.max_batch_size);
   backend->engine = std::make_unique<LlamaEngine>(
       *std::move(model), KvCacheOptions{.num_blocks = backend->kv_blocks, .block_size = kBlockSize});
+  backend->metrics = std::make_unique<ServerMetrics>(
+      MetricsLimits{.max_sequence_length = max_seq, .max_new_tokens = max_new,
+                    .kv_blocks = backend->kv_blocks});
   backend->batcher = std::make_unique<Batcher>(
       backend->engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
                                              .max_tokens_per_step = 512,
                                              .max_waiting_tokens = config.max_waiting_tokens,
                                              .num_blocks = backend->kv_blocks,
                                              .block_size = kBlockSize,
-                                             .eos_token_ids = c.eos_token_ids});
+                                             .eos_token_ids = c.eos_token_ids},
+      backend->metrics.get());
   backend->options = {
       .limits = {.max_new_tokens = max_new, .max_sequence_length = max_seq,
                  .default_include_stop_seqs = config.default_include_stop_seqs},
       .context = {.tokenizer = backend->tokenizer.get(), .max_sequence_length = max_seq,
                   .eos_token_ids = c.eos_token_ids,
-                  .output_special_tokens = config.output_special_tokens},
+                  .output_special_tokens = config.output_special_tokens,
+                  .metrics = backend->metrics.get()},
       .max_concurrent_requests = config.max_concurrent_requests};
   return backend;
 }
@@ -185,6 +194,26 @@ int RunServer(const ServerConfig& config) {
     return Fatal(absl::UnavailableError(absl::StrCat("cannot listen on port ", config.grpc_port)));
   }
   SetServing(*server, false);
+  // HTTP /health (readiness: 503 until serving) and /metrics.
+  std::atomic<ServerMetrics*> metrics{nullptr};
+  auto http = HttpServer::Start(static_cast<int>(config.port), [&](const std::string& path) {
+    if (path == "/health") {
+      return service.serving() ? HttpResponse{}
+                               : HttpResponse{.status = 503,
+                                              .content_type = "application/json",
+                                              .body = R"({"error":"unhealthy"})"};
+    }
+    if (path == "/metrics") {
+      ServerMetrics* m = metrics.load();
+      return HttpResponse{.content_type = "text/plain; version=0.0.4",
+                          .body = m != nullptr ? m->Serialize() : ""};
+    }
+    return HttpResponse{.status = 404, .body = "not found\n"};
+  });
+  if (!http.ok()) {
+    server->Shutdown();
+    return Fatal(http.status());
+  }
   auto backend = LoadBackend(config);
   absl::Status ready = backend.ok() ? WarmUp(**backend) : backend.status();
   if (!ready.ok()) {
@@ -192,6 +221,7 @@ int RunServer(const ServerConfig& config) {
     return Fatal(ready);
   }
   service.Activate((*backend)->batcher.get(), (*backend)->options);
+  metrics = (*backend)->metrics.get();
   SetServing(*server, true);
   spdlog::info("serving {} on port {} (max_sequence_length {}, max_new_tokens {}, {} KV blocks)",
                config.model_name, port, (*backend)->options.limits.max_sequence_length,

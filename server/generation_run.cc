@@ -102,6 +102,14 @@ bool GenerationRun::OnEvent(const SequenceEvent& event) {
   bool stop_now = false;
   std::optional<fmaas::GenerationResponse> message;
   if (event.has_token) {
+    const Clock::time_point now = Clock::now();
+    if (context_.metrics != nullptr) {
+      const auto since = now - (generated_ == 0 ? request_.arrival : last_token_time_);
+      const double seconds = std::chrono::duration<double>(since).count();
+      generated_ == 0 ? context_.metrics->FirstToken(seconds)
+                      : context_.metrics->InterToken(seconds);
+    }
+    last_token_time_ = now;
     generated_ = event.generated;
     auto delta = text_stream_->Add(event.token);
     if (!delta.ok()) {
@@ -142,6 +150,20 @@ void GenerationRun::Finish(FinishReason reason, const absl::Status& status,
                            fmaas::GenerationResponse* last) {
   done_ = true;
   status_ = status;
+  if (ServerMetrics* m = context_.metrics) {
+    const double seconds =
+        std::chrono::duration<double>(Clock::now() - request_.arrival).count();
+    if (!status.ok()) {
+      m->RequestFailed("generate");
+    } else if (reason == FinishReason::kCancelled) {
+      m->RequestFailed("cancelled");
+    } else if (reason == FinishReason::kTimeLimit && generated_ == 0) {
+      m->RequestFailed("timeout");  // Expired in the queue.
+    } else {
+      m->InputSucceeded(kind_, fmaas::StopReason_Name(ToStopReason(reason)),
+                        input_token_count(), generated_, seconds);
+    }
+  }
   if (!status.ok()) return;
   outbox_.push_back(last != nullptr ? std::move(*last) : fmaas::GenerationResponse());
   fmaas::GenerationResponse& final_message = outbox_.back();

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "batching/request.h"
 #include "proto/generation.pb.h"
+#include "server/metrics.h"
 #include "server/text_stream.h"
 #include "server/tokenizer.h"
 #include "server/validation.h"
@@ -31,6 +32,7 @@ struct RunContext {
   uint32_t max_sequence_length = 0;
   std::vector<int32_t> eos_token_ids;
   bool output_special_tokens = false;
+  ServerMetrics* metrics = nullptr;  // May be null.
 };
 
 class GenerationRun {
@@ -43,6 +45,8 @@ class GenerationRun {
 
   // The request to submit (its id is set by the batcher).
   const Request& request() const { return request_; }
+  // The metrics label of the call: "single", "batch" or "stream".
+  void set_kind(std::string kind) { kind_ = std::move(kind); }
   uint32_t input_token_count() const { return static_cast<uint32_t>(request_.prompt.size()); }
 
   // Batcher thread. Returns true when a stop sequence matched: the caller
@@ -73,6 +77,8 @@ class GenerationRun {
   std::string input_text_;
   Request request_;
   std::unique_ptr<TextStream> text_stream_;
+  std::string kind_ = "single";
+  Clock::time_point last_token_time_;  // Batcher thread only.
 
   absl::Mutex mu_;
   std::deque<fmaas::GenerationResponse> outbox_ ABSL_GUARDED_BY(mu_);

@@ -32,6 +32,11 @@ void GenerationService::Activate(Batcher* batcher, GenerationServiceOptions opti
   active_.store(batcher, std::memory_order_release);
 }
 
+grpc::Status GenerationService::Overloaded() const {
+  if (options_.context.metrics != nullptr) options_.context.metrics->RequestFailed("conc_limit");
+  return grpc::Status(grpc::RESOURCE_EXHAUSTED, "Model is overloaded");
+}
+
 grpc::Status GenerationService::CheckAvailable() const {
   if (active_.load(std::memory_order_acquire) == nullptr) {
     return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
@@ -56,7 +61,10 @@ absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
     return absl::InvalidArgumentError("adapter_id is not supported by this server");
   }
   auto resolved = ResolveParameters(params, options_.limits);
-  if (!resolved.ok()) return resolved.status();
+  if (!resolved.ok()) {
+    if (options_.context.metrics != nullptr) options_.context.metrics->RequestFailed("validation");
+    return resolved.status();
+  }
   Runs runs;
   for (const std::string* text : texts) {
     uint32_t seed;
@@ -65,7 +73,12 @@ absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
       seed = absl::Uniform<uint32_t>(rng_);  // A random 32-bit seed per input.
     }
     auto run = GenerationRun::Create(*text, *resolved, options_.context, seed);
-    if (!run.ok()) return run.status();
+    if (!run.ok()) {
+      if (options_.context.metrics != nullptr) {
+        options_.context.metrics->RequestFailed("validation");
+      }
+      return run.status();
+    }
     runs.push_back(*std::move(run));
   }
   return runs;
@@ -98,8 +111,11 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   auto runs = Prepare(request->has_params() ? &request->params() : nullptr, texts,
                       request->has_prefix_id(), request->has_adapter_id());
   if (!runs.ok()) return ToGrpc(runs.status());
-  if (!Acquire(n)) return grpc::Status(grpc::RESOURCE_EXHAUSTED, "Model is overloaded");
+  if (!Acquire(n)) return Overloaded();
   Permits permits(&in_flight_, n);
+  const std::string kind = n == 1 ? "single" : "batch";
+  for (const auto& run : *runs) run->set_kind(kind);
+  if (options_.context.metrics != nullptr) options_.context.metrics->RequestStarted(kind, n);
   auto ids = Submit(*runs);
   if (!ids.ok()) return ToGrpc(ids.status());
   const auto cancelled = [context] { return context->IsCancelled(); };
@@ -123,9 +139,11 @@ grpc::Status GenerationService::GenerateStream(
                       {&request->request().text()}, request->has_prefix_id(),
                       request->has_adapter_id());
   if (!runs.ok()) return ToGrpc(runs.status());
-  if (!Acquire(1)) return grpc::Status(grpc::RESOURCE_EXHAUSTED, "Model is overloaded");
+  if (!Acquire(1)) return Overloaded();
   Permits permits(&in_flight_, 1);
   GenerationRun& run = *runs->front();
+  run.set_kind("stream");
+  if (options_.context.metrics != nullptr) options_.context.metrics->RequestStarted("stream", 1);
   writer->Write(run.FirstMessage());  // Right after validation, before queueing.
   auto ids = Submit(*runs);
   if (!ids.ok()) return ToGrpc(ids.status());
@@ -153,6 +171,8 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
                         "prefix_id and adapter_id are not supported by this server");
   }
   const Tokenizer& tokenizer = *options_.context.tokenizer;
+  const Clock::time_point start = Clock::now();
+  int64_t total_tokens = 0;
   for (const auto& input : request->requests()) {
     Encoding encoding = tokenizer.Encode(input.text());
     if (tokenizer.bos_id() >= 0) {  // Special tokens get the empty offset (0, 0).
@@ -166,6 +186,7 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
                             : count;
     fmaas::TokenizeResponse* out = response->add_responses();
     out->set_token_count(static_cast<uint32_t>(keep));
+    total_tokens += static_cast<int64_t>(keep);
     for (size_t i = count - keep; i < count; ++i) {
       if (request->return_tokens()) {
         out->add_tokens(std::string(tokenizer.IdToPiece(encoding.ids[i])));
@@ -176,6 +197,11 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
         offset->set_end(encoding.ends[i]);
       }
     }
+  }
+  if (options_.context.metrics != nullptr) {
+    options_.context.metrics->Tokenized(
+        request->requests_size(), total_tokens,
+        std::chrono::duration<double>(Clock::now() - start).count());
   }
   return grpc::Status::OK;
 }

@@ -37,6 +37,8 @@ class GenerationService final : public fmaas::GenerationService::Service {
   void StopAccepting() { accepting_ = false; }
   // Generation inputs in flight.
   int64_t in_flight() const { return in_flight_.load(); }
+  // Active and accepting work (HTTP /health).
+  bool serving() const { return active_.load() != nullptr && accepting_; }
 
   grpc::Status Generate(grpc::ServerContext* context,
                         const fmaas::BatchedGenerationRequest* request,
@@ -64,6 +66,8 @@ class GenerationService final : public fmaas::GenerationService::Service {
 
   // UNAVAILABLE unless active and accepting.
   grpc::Status CheckAvailable() const;
+  // RESOURCE_EXHAUSTED "Model is overloaded", counted.
+  grpc::Status Overloaded() const;
 
   std::atomic<Batcher*> active_{nullptr};  // Set once, after options_.
   Batcher* batcher_ = nullptr;

@@ -54,12 +54,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+HTTP_PORT = {}
+
+
 @pytest.fixture(scope="session")
 def stub(pb, test_models):
     port = free_port()
+    HTTP_PORT["main"] = free_port()
     server = subprocess.Popen(
         [str(ROOT / "bazel-bin" / "server" / "fms-server"),
          f"--model-name={test_models / 'gqa2'}", f"--grpc-port={port}",
+         f"--port={HTTP_PORT['main']}",
          f"--max-sequence-length={MAX_SEQ}", f"--max-new-tokens={MAX_NEW}",
          "--max-batch-size=8"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -245,7 +250,8 @@ def start_server(test_models, *flags, model="gqa2"):
     port = free_port()
     process = subprocess.Popen(
         [str(ROOT / "bazel-bin" / "server" / "fms-server"),
-         f"--model-name={test_models / model}", f"--grpc-port={port}", *flags],
+         f"--model-name={test_models / model}", f"--grpc-port={port}",
+         f"--port={free_port()}", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return process, port
 
@@ -336,3 +342,96 @@ def test_tls_and_mtls(pb, test_models, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def http_get(path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT['main']}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name):
+    """Sum of the samples of `name` (any labels) in Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_http_health_and_metrics_after_traffic(pb, stub):
+    assert http_get("/health") == (200, "")
+    assert http_get("/nope")[0] == 404
+    generate(pb, stub, "The water", stopping={"maxNewTokens": 3})
+    stub.Tokenize(pb[0].BatchedTokenizeRequest(requests=[pb[0].TokenizeRequest(text="a b")]))
+    with pytest.raises(grpc.RpcError):
+        generate(pb, stub, "x", stopping={"maxNewTokens": 9999})
+    status, text = http_get("/metrics")
+    assert status == 200
+    for family in ["tgi_request_count", "tgi_request_count_total", "tgi_request_input_count",
+                   "tgi_request_success", "tgi_request_generated_tokens_count",
+                   "tgi_request_input_length_sum", "tgi_request_queue_duration_bucket",
+                   "tgi_request_duration_count", "tgi_batch_inference_duration_count",
+                   "tgi_tokenize_request_count", "tgi_tokenize_request_tokens_count",
+                   "fms_time_to_first_token_seconds_count",
+                   "fms_inter_token_latency_seconds_count", "fms_kv_cache_free_blocks"]:
+        assert metric(text, family) > 0, family
+    for gauge in ["tgi_queue_size", "tgi_batch_current_size"]:  # Zero when idle.
+        assert f"\n{gauge} " in text, gauge
+    assert 'tgi_request_failure{err="validation"}' in text
+
+
+def test_64_concurrent_mixed_requests_with_cancellations(pb, stub):
+    import random
+    import threading
+    rng = random.Random(3)
+    seeded = {"method": "SAMPLE", "sampling": {"seed": 7, "temperature": 0.8},
+              "stopping": {"maxNewTokens": 16, "minNewTokens": 16}}
+    alone = generate(pb, stub, "The queen", **seeded).text
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            kind = i % 4
+            params = seeded if kind == 0 else {
+                "method": "SAMPLE" if kind == 1 else "GREEDY",
+                "stopping": {"maxNewTokens": rng.randint(1, 60)}}
+            request = pb[0].SingleGenerationRequest(
+                request=pb[0].GenerationRequest(text="The queen" if kind == 0 else f"Stone {i}"),
+                params=json_format.ParseDict(params, pb[0].Parameters()))
+            if kind == 2:  # Streams cancelled by the client part way.
+                call = stub.GenerateStream(request)
+                next(call)
+                call.cancel()
+                return
+            if kind == 3:  # Tight deadlines.
+                try:
+                    list(stub.GenerateStream(request, timeout=0.05))
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                return
+            batch = pb[0].BatchedGenerationRequest(requests=[request.request], params=request.params)
+            results[i] = stub.Generate(batch).responses[0].text
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:3]
+    assert all(results[i] == alone for i in range(0, 64, 4))  # Seeded: same as alone.
+    assert generate(pb, stub, "Still", stopping={"maxNewTokens": 2}).generated_token_count >= 1
+    deadline = time.time() + 10
+    while True:  # Every KV block returns to the pool.
+        text = http_get("/metrics")[1]
+        if metric(text, "fms_kv_cache_free_blocks") == metric(text, "fms_kv_cache_blocks"):
+            break
+        assert time.time() < deadline, "KV blocks leaked"
+        generate(pb, stub, "tick", stopping={"maxNewTokens": 1})  # A step refreshes the gauge.
+        time.sleep(0.1)
