@@ -435,3 +435,128 @@ def test_64_concurrent_mixed_requests_with_cancellations(pb, stub):
         assert time.time() < deadline, "KV blocks leaked"
         generate(pb, stub, "tick", stopping={"maxNewTokens": 1})  # A step refreshes the gauge.
         time.sleep(0.1)
+
+
+# More of TGIS's integration behaviours (tgis-api.md section 6).
+
+def test_empty_request_and_empty_input(pb, stub):
+    assert len(stub.Generate(pb[0].BatchedGenerationRequest()).responses) == 0
+    unary, _ = assert_stream_matches_unary(pb, stub, "", stopping={"maxNewTokens": 3})
+    assert unary.input_token_count == 1  # BOS only.
+
+
+def test_max_new_tokens_one(pb, stub):
+    unary, messages = assert_stream_matches_unary(pb, stub, "Bread", stopping={"maxNewTokens": 1})
+    assert unary.generated_token_count == 1
+
+
+@pytest.fixture(scope="module")
+def long_stub(pb, test_models):
+    """A server allowing 500 new tokens: long enough to outlast a 200 ms limit."""
+    process, port = start_server(test_models, "--max-new-tokens=500")
+    yield wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("limit_ms", [1, 200])
+def test_time_limit(pb, long_stub, limit_ms):
+    stub = long_stub
+    params = {"stopping": {"maxNewTokens": 500, "minNewTokens": 500, "timeLimitMillis": limit_ms}}
+    for run in ("unary", "stream"):
+        start = time.time()
+        if run == "unary":
+            response = generate(pb, stub, "The long river", **params)
+        else:
+            response = stream(pb, stub, "The long river", **params)[-1]
+        elapsed = time.time() - start
+        assert response.stop_reason == 4  # TIME_LIMIT
+        assert response.generated_token_count >= (2 if limit_ms == 200 else 1)
+        assert elapsed < limit_ms / 1000 + 0.3
+
+
+def test_truncate_input_tokens_with_input_echo(pb, stub):
+    text = " ".join(["water"] * 80)
+    unary = generate(pb, stub, text, truncateInputTokens=10, stopping={"maxNewTokens": 2},
+                     response={"inputText": True, "inputTokens": True})
+    assert unary.input_token_count == 10
+    assert unary.text.startswith(text)  # The echo is the untruncated text.
+    assert unary.input_tokens[0].text == "<s>"  # The first kept position becomes BOS.
+
+
+def test_emoji_output_input_echo_and_stop_sequence(pb, stub):
+    text = "Smile \U0001F642 and caf\u00e9"
+    unary, _ = assert_stream_matches_unary(pb, stub, text, stopping={"maxNewTokens": 8},
+                                           response={"inputText": True})
+    assert unary.text.startswith(text)
+    tok = stub.Tokenize(pb[0].BatchedTokenizeRequest(
+        requests=[pb[0].TokenizeRequest(text="\U0001F642")], return_tokens=True)).responses[0]
+    assert "<0xF0>" in list(tok.tokens)  # Byte fallback pieces for the emoji.
+
+
+def test_sampling_variants_are_valid_and_seeded(pb, stub):
+    for sampling in ({"topK": 5, "seed": 1}, {"topP": 0.7, "seed": 2}, {"topP": 1e-9, "seed": 3},
+                     {"temperature": 0.1, "seed": 4}, {"typicalP": 0.5, "seed": 5},
+                     {"topK": 10, "topP": 0.9, "typicalP": 0.9, "temperature": 0.5, "seed": 6}):
+        params = dict(method="SAMPLE", sampling=sampling,
+                      stopping={"maxNewTokens": 6, "minNewTokens": 6})
+        a, _ = assert_stream_matches_unary(pb, stub, "Morning light", **params)
+        assert a.generated_token_count == 6 and a.seed == sampling["seed"]
+        assert generate(pb, stub, "Morning light", **params).text == a.text
+    # A vanishing top_p keeps only the best token: the same as greedy.
+    tiny = generate(pb, stub, "Dark stone", method="SAMPLE",
+                    sampling={"topP": 1e-9, "seed": 11}, stopping={"maxNewTokens": 8})
+    assert tiny.text == generate(pb, stub, "Dark stone", stopping={"maxNewTokens": 8}).text
+
+
+def test_batch_with_one_seed_reports_it_for_every_input(pb, stub):
+    request = pb[0].BatchedGenerationRequest(
+        requests=[pb[0].GenerationRequest(text=t) for t in ("a", "b", "c")],
+        params=json_format.ParseDict({"method": "SAMPLE", "sampling": {"seed": 99},
+                                      "stopping": {"maxNewTokens": 3}}, pb[0].Parameters()))
+    assert [r.seed for r in stub.Generate(request).responses] == [99, 99, 99]
+
+
+def test_repetition_and_length_penalties(pb, stub):
+    base = generate(pb, stub, "The king and the king", stopping={"maxNewTokens": 12})
+    strong = generate(pb, stub, "The king and the king", stopping={"maxNewTokens": 12},
+                      decoding={"repetitionPenalty": 100})
+    assert strong.generated_token_count >= 1
+    seen = set(strong.text.split())
+    assert len(seen) == len(strong.text.split())  # No word repeats under a huge penalty.
+    boosted = generate(pb, stub, "The king and the king",
+                       stopping={"maxNewTokens": 60, "minNewTokens": 2},
+                       decoding={"lengthPenalty": {"startIndex": 2, "decayFactor": 10.0}})
+    assert boosted.stop_reason == 2  # EOS pulled forward by the exponential boost.
+    assert boosted.generated_token_count < 60 and base is not None
+
+
+def test_top_k_below_top_n_gives_fewer_top_tokens(pb, stub):
+    unary = generate(pb, stub, "Fire", method="SAMPLE", sampling={"topK": 2, "seed": 1},
+                     stopping={"maxNewTokens": 3},
+                     response={"generatedTokens": True, "topNTokens": 5, "tokenLogprobs": True})
+    assert all(len(t.top_tokens) == 2 for t in unary.tokens)
+
+
+def test_single_token_input_details_are_nan_only(pb, stub):
+    unary = generate(pb, stub, "", stopping={"maxNewTokens": 1},
+                     response={"inputTokens": True, "tokenLogprobs": True, "tokenRanks": True})
+    assert len(unary.input_tokens) == 1
+    only = unary.input_tokens[0]
+    assert only.logprob != only.logprob and only.rank == 0 and len(only.top_tokens) == 0
+
+
+def test_tokenize_variants(pb, stub):
+    text = "the old king"
+    def tokenize(**kw):
+        return stub.Tokenize(pb[0].BatchedTokenizeRequest(
+            requests=[pb[0].TokenizeRequest(text=text)], **kw)).responses[0]
+    count_only = tokenize()
+    assert count_only.token_count >= 3 and not count_only.tokens and not count_only.offsets
+    both = tokenize(return_tokens=True, return_offsets=True)
+    assert len(both.tokens) == len(both.offsets) == both.token_count
+    assert (both.offsets[0].start, both.offsets[0].end) == (0, 0)  # BOS
+    pieces = "".join(t for t in both.tokens[1:]).replace("\u2581", " ").strip()
+    assert pieces == text
+    offsets_only = tokenize(return_offsets=True)
+    assert not offsets_only.tokens and len(offsets_only.offsets) == both.token_count
