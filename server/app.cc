@@ -22,7 +22,8 @@
 #include "server/generation_service.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
-#include "spdlog/spdlog.h"
+#include "nlohmann/json.hpp"
+#include "server/request_log.h"
 
 namespace fms {
 namespace {
@@ -176,6 +177,7 @@ int RunServer(const ServerConfig& config) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ConfigureLogging(config.json_output, config.log_level);
   if (config.model_name.empty()) {
     return Fatal(absl::InvalidArgumentError("MODEL_NAME (--model-name) is required"));
   }
@@ -189,6 +191,10 @@ int RunServer(const ServerConfig& config) {
   int port = 0;
   builder.AddListeningPort(absl::StrCat("0.0.0.0:", config.grpc_port), *credentials, &port);
   builder.RegisterService(&service);
+  // Accept client keepalive pings every 20 s or more (clients commonly use 25 s
+  // without calls in flight) instead of answering GOAWAY "too_many_pings".
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return Fatal(absl::UnavailableError(absl::StrCat("cannot listen on port ", config.grpc_port)));
@@ -223,12 +229,18 @@ int RunServer(const ServerConfig& config) {
   service.Activate((*backend)->batcher.get(), (*backend)->options);
   metrics = (*backend)->metrics.get();
   SetServing(*server, true);
-  spdlog::info("serving {} on port {} (max_sequence_length {}, max_new_tokens {}, {} KV blocks)",
-               config.model_name, port, (*backend)->options.limits.max_sequence_length,
-               (*backend)->options.limits.max_new_tokens, (*backend)->kv_blocks);
+  LogEvent(LogLevel::kInfo, "serving",
+           nlohmann::json{{"model", config.model_name},
+                          {"grpc_port", port},
+                          {"http_port", (*http)->port()},
+                          {"max_sequence_length", (*backend)->options.limits.max_sequence_length},
+                          {"max_new_tokens", (*backend)->options.limits.max_new_tokens},
+                          {"kv_blocks", (*backend)->kv_blocks}}
+               .dump());
   int signal = 0;
   sigwait(&signals, &signal);
-  spdlog::info("signal {}: draining for up to {} s", signal, config.drain_grace_seconds);
+  LogEvent(LogLevel::kInfo, "draining",
+           nlohmann::json{{"signal", signal}, {"grace_s", config.drain_grace_seconds}}.dump());
   Drain(config, *server, service);
   (*backend)->batcher->Shutdown();
   return 0;

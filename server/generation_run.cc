@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "server/request_log.h"
 
 namespace fms {
 namespace {
@@ -150,9 +151,15 @@ void GenerationRun::Finish(FinishReason reason, const absl::Status& status,
                            fmaas::GenerationResponse* last) {
   done_ = true;
   status_ = status;
+  const double seconds = std::chrono::duration<double>(Clock::now() - request_.arrival).count();
+  LogRequest({.method = method_,
+              .correlation_id = correlation_id_,
+              .input_tokens = input_token_count(),
+              .generated_tokens = generated_,
+              .stop_reason = status.ok() ? fmaas::StopReason_Name(ToStopReason(reason)) : "ERROR",
+              .seconds = seconds,
+              .error = std::string(status.message())});
   if (ServerMetrics* m = context_.metrics) {
-    const double seconds =
-        std::chrono::duration<double>(Clock::now() - request_.arrival).count();
     if (!status.ok()) {
       m->RequestFailed("generate");
     } else if (reason == FinishReason::kCancelled) {

@@ -47,6 +47,11 @@ class GenerationRun {
   const Request& request() const { return request_; }
   // The metrics label of the call: "single", "batch" or "stream".
   void set_kind(std::string kind) { kind_ = std::move(kind); }
+  // For the request's log line: the RPC and the caller's x-correlation-id.
+  void set_log_context(std::string method, std::string correlation_id) {
+    method_ = std::move(method);
+    correlation_id_ = std::move(correlation_id);
+  }
   uint32_t input_token_count() const { return static_cast<uint32_t>(request_.prompt.size()); }
 
   // Batcher thread. Returns true when a stop sequence matched: the caller
@@ -78,6 +83,8 @@ class GenerationRun {
   Request request_;
   std::unique_ptr<TextStream> text_stream_;
   std::string kind_ = "single";
+  std::string method_ = "Generate";
+  std::string correlation_id_;
   Clock::time_point last_token_time_;  // Batcher thread only.
 
   absl::Mutex mu_;

@@ -7,6 +7,12 @@
 namespace fms {
 namespace {
 
+std::string CorrelationId(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("x-correlation-id");
+  return it == metadata.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
@@ -114,7 +120,10 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   if (!Acquire(n)) return Overloaded();
   Permits permits(&in_flight_, n);
   const std::string kind = n == 1 ? "single" : "batch";
-  for (const auto& run : *runs) run->set_kind(kind);
+  for (const auto& run : *runs) {
+    run->set_kind(kind);
+    run->set_log_context("Generate", CorrelationId(*context));
+  }
   if (options_.context.metrics != nullptr) options_.context.metrics->RequestStarted(kind, n);
   auto ids = Submit(*runs);
   if (!ids.ok()) return ToGrpc(ids.status());
@@ -143,6 +152,7 @@ grpc::Status GenerationService::GenerateStream(
   Permits permits(&in_flight_, 1);
   GenerationRun& run = *runs->front();
   run.set_kind("stream");
+  run.set_log_context("GenerateStream", CorrelationId(*context));
   if (options_.context.metrics != nullptr) options_.context.metrics->RequestStarted("stream", 1);
   writer->Write(run.FirstMessage());  // Right after validation, before queueing.
   auto ids = Submit(*runs);

@@ -560,3 +560,20 @@ def test_tokenize_variants(pb, stub):
     assert pieces == text
     offsets_only = tokenize(return_offsets=True)
     assert not offsets_only.tokens and len(offsets_only.offsets) == both.token_count
+
+
+def test_json_logs_carry_the_correlation_id(pb, test_models):
+    process, port = start_server(test_models, "--json-output", "--log-level=info")
+    stub = wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    request = pb[0].BatchedGenerationRequest(
+        requests=[pb[0].GenerationRequest(text="Winter")],
+        params=json_format.ParseDict({"stopping": {"maxNewTokens": 3}}, pb[0].Parameters()))
+    stub.Generate(request, metadata=(("x-correlation-id", "corr-123"),))
+    process.terminate()
+    out, _ = process.communicate(timeout=30)
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]  # All JSON.
+    mine = [l for l in lines if l.get("correlation_id") == "corr-123"]
+    assert len(mine) == 1, lines
+    assert mine[0]["method"] == "Generate" and mine[0]["generated_tokens"] >= 1
+    assert mine[0]["level"] == "info" and "timestamp" in mine[0]
+    assert any(l.get("message") == "serving" for l in lines)
