@@ -181,6 +181,10 @@ int RunServer(const ServerConfig& config) {
   if (config.model_name.empty()) {
     return Fatal(absl::InvalidArgumentError("MODEL_NAME (--model-name) is required"));
   }
+  if (config.num_shard != 1) {
+    return Fatal(absl::UnimplementedError(
+        "NUM_SHARD > 1 needs the worker processes, which this build does not have yet"));
+  }
   auto credentials = Credentials(config);
   if (!credentials.ok()) return Fatal(credentials.status());
   // gRPC first, NOT_SERVING until the model is loaded and a step ran.

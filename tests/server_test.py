@@ -577,3 +577,40 @@ def test_json_logs_carry_the_correlation_id(pb, test_models):
     assert mine[0]["method"] == "Generate" and mine[0]["generated_tokens"] >= 1
     assert mine[0]["level"] == "info" and "timestamp" in mine[0]
     assert any(l.get("message") == "serving" for l in lines)
+
+
+def test_overload_and_oversized_messages(pb, test_models):
+    process, port = start_server(test_models, "--max-concurrent-requests=1",
+                                 "--max-new-tokens=500")
+    stub = wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    try:
+        long_call = stub.GenerateStream(pb[0].SingleGenerationRequest(
+            request=pb[0].GenerationRequest(text="Stone"),
+            params=json_format.ParseDict({"stopping": {"maxNewTokens": 500, "minNewTokens": 500}},
+                                         pb[0].Parameters())))
+        next(long_call)  # Holds the only permit.
+        with pytest.raises(grpc.RpcError) as error:  # Fails at once, no queueing.
+            generate(pb, stub, "Water", stopping={"maxNewTokens": 2})
+        assert (error.value.code(), error.value.details()) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "Model is overloaded")
+        long_call.cancel()
+        with pytest.raises(grpc.RpcError) as error:  # Over gRPC's 4 MiB message limit.
+            generate(pb, stub, "x" * (5 << 20))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        deadline = time.time() + 10
+        while True:  # The permit comes back once the cancel lands.
+            try:
+                assert generate(pb, stub, "Water", stopping={"maxNewTokens": 2}).generated_token_count
+                break
+            except grpc.RpcError:
+                assert time.time() < deadline
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_num_shard_above_one_is_refused_clearly(test_models):
+    process, _ = start_server(test_models, "--num-shard=2")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "NUM_SHARD > 1" in stderr
