@@ -1,0 +1,63 @@
+#include "sharding/remote_engine.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "batching/step_codec.h"
+
+namespace fms {
+
+absl::StatusOr<std::unique_ptr<RemoteEngine>> RemoteEngine::Connect(
+    const std::vector<std::string>& sockets) {
+  std::unique_ptr<RemoteEngine> engine(new RemoteEngine);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  for (const std::string& socket : sockets) {
+    engine->stubs_.push_back(worker::WorkerService::NewStub(grpc::CreateCustomChannel(
+        "unix:" + socket, grpc::InsecureChannelCredentials(), args)));
+  }
+  grpc::ClientContext context;
+  worker::InfoRequest request;
+  request.set_version(kWorkerProtocolVersion);
+  worker::InfoResponse info;
+  grpc::Status status = engine->stubs_.at(0)->Info(&context, request, &info);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("rank 0: ", status.error_message()));
+  }
+  engine->info_ = {.num_blocks = info.num_blocks(),
+                   .block_size = info.block_size(),
+                   .vocab_size = info.vocab_size(),
+                   .max_position_embeddings = info.max_position_embeddings(),
+                   .eos_token_ids = {info.eos_token_ids().begin(), info.eos_token_ids().end()}};
+  return engine;
+}
+
+absl::StatusOr<StepResult> RemoteEngine::Step(const StepPlan& plan) {
+  const worker::StepPlan request = ToProto(plan);
+  struct Reply {
+    grpc::Status status;
+    worker::StepResult result;
+  };
+  std::vector<std::future<Reply>> replies;
+  for (auto& stub : stubs_) {
+    replies.push_back(std::async(std::launch::async, [&stub, &request] {
+      Reply reply;
+      grpc::ClientContext context;
+      reply.status = stub->Step(&context, request, &reply.result);
+      return reply;
+    }));
+  }
+  std::vector<Reply> done;
+  for (auto& reply : replies) done.push_back(reply.get());
+  for (size_t rank = 0; rank < done.size(); ++rank) {
+    if (!done[rank].status.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("rank ", rank, ": ", done[rank].status.error_message()));
+    }
+  }
+  return FromProto(done[0].result);
+}
+
+}  // namespace fms

@@ -1,0 +1,33 @@
+// The fms-worker process: options, model loading, the WorkerService on a
+// Unix domain socket, and SIGTERM handling.
+
+#ifndef FMS_SHARDING_WORKER_APP_H_
+#define FMS_SHARDING_WORKER_APP_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace fms {
+
+struct WorkerOptions {
+  std::string model;        // Hugging Face model directory.
+  std::string socket;       // Unix domain socket path to serve on.
+  int rank = 0;
+  int world_size = 1;
+  int threads = 0;          // Intra-op threads; 0 means all cores.
+  std::string dtype = "float32";
+  int64_t kv_blocks = 256;  // KV cache blocks.
+  int64_t block_size = 16;
+};
+
+absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv);
+
+// Returns the exit code: 0 after SIGTERM, 1 when the model cannot be loaded
+// or served (the reason is printed as one line naming the file or tensor).
+int RunWorker(const WorkerOptions& options);
+
+}  // namespace fms
+
+#endif  // FMS_SHARDING_WORKER_APP_H_

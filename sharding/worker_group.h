@@ -1,0 +1,62 @@
+// WorkerGroup: the NUM_SHARD fms-worker processes of one model, started with
+// posix_spawn (fork+exec) by the front end, each on its own Unix domain
+// socket, with its share of the cores (OMP_NUM_THREADS set before exec). The
+// workers die with the front end (PR_SET_PDEATHSIG in fms-worker) and with
+// the group (SIGTERM, then SIGKILL).
+
+#ifndef FMS_SHARDING_WORKER_GROUP_H_
+#define FMS_SHARDING_WORKER_GROUP_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace fms {
+
+struct WorkerGroupOptions {
+  std::string worker_binary;   // Path of fms-worker.
+  std::string model;           // Model directory.
+  int num_shard = 1;
+  std::string socket_dir;      // Where the rank sockets go (rank r: <dir>/rank-r.sock).
+  std::string dtype = "float32";
+  int64_t kv_blocks = 256;
+  int64_t block_size = 16;
+};
+
+class WorkerGroup {
+ public:
+  // Spawns every rank; does not wait for them (see WaitReady).
+  static absl::StatusOr<std::unique_ptr<WorkerGroup>> Start(const WorkerGroupOptions& options);
+  ~WorkerGroup();  // SIGTERM, up to 5 s, then SIGKILL; reaps every process.
+
+  const std::vector<std::string>& sockets() const { return sockets_; }
+  const std::vector<pid_t>& pids() const { return pids_; }
+
+  // Waits until every rank answers Info; fails when one exits first (naming
+  // the rank and its exit status, with the worker's own error line) or on timeout.
+  absl::Status WaitReady(absl::Duration timeout);
+  // A rank that exited, as "rank R exited with status S"; nullopt when all run.
+  std::optional<std::string> Exited();
+
+ private:
+  WorkerGroup() = default;
+
+  WorkerGroupOptions options_;
+  std::vector<pid_t> pids_;
+  std::vector<std::string> sockets_;
+  std::vector<std::string> logs_;  // stderr of each rank.
+  std::vector<bool> reaped_;
+};
+
+// fms-worker next to the running executable, or in its Bazel runfiles.
+absl::StatusOr<std::string> FindWorkerBinary();
+
+}  // namespace fms
+
+#endif  // FMS_SHARDING_WORKER_GROUP_H_

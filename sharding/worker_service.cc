@@ -1,0 +1,49 @@
+#include "sharding/worker_service.h"
+
+#include "batching/step_codec.h"
+
+namespace fms {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+}  // namespace
+
+grpc::Status WorkerService::Info(grpc::ServerContext*, const worker::InfoRequest* request,
+                                 worker::InfoResponse* response) {
+  if (request->version() != kWorkerProtocolVersion) {
+    return grpc::Status(grpc::FAILED_PRECONDITION, "worker protocol version mismatch");
+  }
+  const EngineInfo info = engine_->Info();
+  response->set_version(kWorkerProtocolVersion);
+  response->set_rank(rank_);
+  response->set_world_size(world_size_);
+  response->set_num_blocks(info.num_blocks);
+  response->set_block_size(info.block_size);
+  response->set_vocab_size(info.vocab_size);
+  response->set_max_position_embeddings(info.max_position_embeddings);
+  response->mutable_eos_token_ids()->Add(info.eos_token_ids.begin(), info.eos_token_ids.end());
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* request,
+                                 worker::StepResult* response) {
+  auto plan = FromProto(*request);
+  if (!plan.ok()) return ToGrpc(plan.status());
+  absl::StatusOr<StepResult> result;
+  compute_.Run([&] { result = engine_->Step(*plan); });
+  if (!result.ok()) return ToGrpc(result.status());
+  *response = ToProto(*result);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Health(grpc::ServerContext*, const worker::HealthRequest*,
+                                   worker::HealthResponse* response) {
+  response->set_serving(true);
+  return grpc::Status::OK;
+}
+
+}  // namespace fms

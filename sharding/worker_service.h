@@ -1,0 +1,36 @@
+// The gRPC side of an fms-worker: Info, Step and Health over the Engine that
+// owns this rank's model. Steps run one at a time on the worker's compute
+// thread, whichever gRPC thread received them.
+
+#ifndef FMS_SHARDING_WORKER_SERVICE_H_
+#define FMS_SHARDING_WORKER_SERVICE_H_
+
+#include "absl/synchronization/mutex.h"
+#include "batching/engine.h"
+#include "proto/worker.grpc.pb.h"
+#include "sharding/compute_thread.h"
+
+namespace fms {
+
+class WorkerService final : public worker::WorkerService::Service {
+ public:
+  WorkerService(Engine* engine, int rank, int world_size)
+      : engine_(engine), rank_(rank), world_size_(world_size) {}
+
+  grpc::Status Info(grpc::ServerContext* context, const worker::InfoRequest* request,
+                    worker::InfoResponse* response) override;
+  grpc::Status Step(grpc::ServerContext* context, const worker::StepPlan* request,
+                    worker::StepResult* response) override;
+  grpc::Status Health(grpc::ServerContext* context, const worker::HealthRequest* request,
+                      worker::HealthResponse* response) override;
+
+ private:
+  Engine* const engine_;
+  const int rank_;
+  const int world_size_;
+  ComputeThread compute_;
+};
+
+}  // namespace fms
+
+#endif  // FMS_SHARDING_WORKER_SERVICE_H_
