@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <thread>
@@ -16,14 +18,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "batching/batcher.h"
-#include "model/llama_engine.h"
-#include "model/malloc_tuning.h"
-#include "model/torch_threads.h"
+#include "model/llama_config.h"
 #include "server/generation_service.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "nlohmann/json.hpp"
 #include "server/request_log.h"
+#include "sharding/remote_engine.h"
+#include "sharding/worker_group.h"
 
 namespace fms {
 namespace {
@@ -65,72 +67,101 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   return grpc::SslServerCredentials(options);
 }
 
-at::ScalarType Dtype(const std::string& name) {
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
-  return at::kFloat;
+int64_t DtypeBytes(const std::string& name) {
+  return name == "bfloat16" || name == "float16" ? 2 : 4;
 }
 
 // Blocks per sequence at max_sequence_length, times the batch size, within
 // the KV budget; at least one full-length sequence.
-int64_t KvBlocks(const LlamaConfig& c, at::ScalarType dtype, int64_t max_seq, int64_t batch) {
+int64_t KvBlocks(const LlamaConfig& c, int64_t dtype_bytes, int64_t max_seq, int64_t batch) {
   const int64_t per_seq = (max_seq + kBlockSize - 1) / kBlockSize;
-  const double block_bytes = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * kBlockSize *
-                             at::elementSize(dtype);
+  const double block_bytes =
+      2.0 * c.num_layers * c.num_kv_heads * c.head_dim * kBlockSize * dtype_bytes;
   const auto budget = static_cast<int64_t>(kKvBudgetBytes / block_bytes);
   return std::max(per_seq, std::min(per_seq * batch, budget));
 }
 
-// Everything that exists once the model is loaded.
+// Everything behind the gRPC service: the model's facts, the tokenizer, the
+// worker processes and the batcher that drives them.
 struct Backend {
+  LlamaConfig model;
   std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<LlamaEngine> engine;
+  std::string socket_dir;
+  std::unique_ptr<WorkerGroup> workers;
+  std::unique_ptr<RemoteEngine> engine;
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<Batcher> batcher;
   GenerationServiceOptions options;
   int64_t kv_blocks = 0;
+
+  ~Backend() {
+    batcher.reset();  // Stops stepping before the workers go.
+    workers.reset();
+    if (!socket_dir.empty()) std::filesystem::remove_all(socket_dir);
+  }
 };
 
-absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ServerConfig& config) {
-  TuneMallocForModel();
-  ConfigureTorchThreads({});
-  const at::ScalarType dtype = Dtype(config.dtype_str);
-  auto model = LlamaModel::Load(config.model_name, {.dtype = dtype});
+// Before any thread exists: read the model's config and tokenizer in this
+// process (no LibTorch here) and spawn the workers, which load the weights.
+absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config) {
+  auto backend = std::make_unique<Backend>();
+  auto model = LoadLlamaConfig(config.model_name);
   if (!model.ok()) return model.status();
-  const LlamaConfig c = (*model)->config();
-  if (c.tokenizer_path.empty()) {
+  backend->model = *std::move(model);
+  if (backend->model.tokenizer_path.empty()) {
     return absl::NotFoundError(absl::StrCat(config.model_name, ": no tokenizer.model"));
   }
-  auto backend = std::make_unique<Backend>();
-  auto tokenizer = Tokenizer::Load(c.tokenizer_path);
+  auto tokenizer = Tokenizer::Load(backend->model.tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
   backend->tokenizer = *std::move(tokenizer);
   const uint32_t max_seq = config.max_sequence_length.value_or(
-      static_cast<uint32_t>(c.max_position_embeddings));
-  const uint32_t max_new = std::min(config.max_new_tokens, max_seq - 1);
-  backend->kv_blocks = KvBlocks(c, dtype, max_seq, config.max_batch_size);
-  backend->engine = std::make_unique<LlamaEngine>(
-      *std::move(model), KvCacheOptions{.num_blocks = backend->kv_blocks, .block_size = kBlockSize});
-  backend->metrics = std::make_unique<ServerMetrics>(
-      MetricsLimits{.max_sequence_length = max_seq, .max_new_tokens = max_new,
-                    .kv_blocks = backend->kv_blocks});
-  backend->batcher = std::make_unique<Batcher>(
-      backend->engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
-                                             .max_tokens_per_step = 512,
-                                             .max_waiting_tokens = config.max_waiting_tokens,
-                                             .num_blocks = backend->kv_blocks,
-                                             .block_size = kBlockSize,
-                                             .eos_token_ids = c.eos_token_ids},
-      backend->metrics.get());
-  backend->options = {
-      .limits = {.max_new_tokens = max_new, .max_sequence_length = max_seq,
-                 .default_include_stop_seqs = config.default_include_stop_seqs},
-      .context = {.tokenizer = backend->tokenizer.get(), .max_sequence_length = max_seq,
-                  .eos_token_ids = c.eos_token_ids,
-                  .output_special_tokens = config.output_special_tokens,
-                  .metrics = backend->metrics.get()},
-      .max_concurrent_requests = config.max_concurrent_requests};
+      static_cast<uint32_t>(backend->model.max_position_embeddings));
+  backend->kv_blocks = KvBlocks(backend->model, DtypeBytes(config.dtype_str), max_seq,
+                                config.max_batch_size);
+  backend->options.limits = {.max_new_tokens = std::min(config.max_new_tokens, max_seq - 1),
+                             .max_sequence_length = max_seq,
+                             .default_include_stop_seqs = config.default_include_stop_seqs};
+  char dir[] = "/tmp/fms-serve-XXXXXX";  // Short: socket paths are limited to 107 bytes.
+  if (mkdtemp(dir) == nullptr) return absl::InternalError("cannot create the socket folder");
+  backend->socket_dir = dir;
+  auto binary = FindWorkerBinary();
+  if (!binary.ok()) return binary.status();
+  auto workers = WorkerGroup::Start(
+      {.worker_binary = *binary, .model = config.model_name,
+       .num_shard = static_cast<int>(config.num_shard), .socket_dir = backend->socket_dir,
+       .dtype = config.dtype_str.empty() ? "float32" : config.dtype_str,
+       .kv_blocks = backend->kv_blocks, .block_size = kBlockSize});
+  if (!workers.ok()) return workers.status();
+  backend->workers = *std::move(workers);
   return backend;
+}
+
+// Once the workers answer: the engine over them, metrics and the batcher.
+absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
+  if (absl::Status s = b.workers->WaitReady(absl::Minutes(30)); !s.ok()) return s;
+  auto engine = RemoteEngine::Connect(b.workers->sockets());
+  if (!engine.ok()) return engine.status();
+  b.engine = *std::move(engine);
+  const uint32_t max_seq = b.options.limits.max_sequence_length;
+  b.metrics = std::make_unique<ServerMetrics>(
+      MetricsLimits{.max_sequence_length = max_seq,
+                    .max_new_tokens = b.options.limits.max_new_tokens,
+                    .kv_blocks = b.kv_blocks});
+  const std::vector<int32_t> eos = b.engine->Info().eos_token_ids;
+  b.batcher = std::make_unique<Batcher>(
+      b.engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
+                                      .max_tokens_per_step = 512,
+                                      .max_waiting_tokens = config.max_waiting_tokens,
+                                      .num_blocks = b.kv_blocks,
+                                      .block_size = kBlockSize,
+                                      .eos_token_ids = eos},
+      b.metrics.get());
+  b.options.context = {.tokenizer = b.tokenizer.get(), .max_sequence_length = max_seq,
+                       .eos_token_ids = eos,
+                       .output_special_tokens = config.output_special_tokens,
+                       .metrics = b.metrics.get()};
+  b.options.max_concurrent_requests = config.max_concurrent_requests;
+  return absl::OkStatus();
 }
 
 // One real generation step through the batcher before reporting SERVING.
@@ -168,6 +199,68 @@ void Drain(const ServerConfig& config, grpc::Server& server, GenerationService& 
   server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }
 
+std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config, GenerationService& service,
+                                        std::shared_ptr<grpc::ServerCredentials> credentials,
+                                        int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("0.0.0.0:", config.grpc_port), credentials, port);
+  builder.RegisterService(&service);
+  // Accept client keepalive pings every 20 s or more (clients commonly use 25 s
+  // without calls in flight) instead of answering GOAWAY "too_many_pings".
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server != nullptr) SetServing(*server, false);  // Until the model is ready.
+  return server;
+}
+
+// HTTP /health (readiness: 503 until serving) and /metrics.
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttp(const ServerConfig& config,
+                                                      const GenerationService& service,
+                                                      const std::atomic<ServerMetrics*>& metrics) {
+  return HttpServer::Start(static_cast<int>(config.port), [&](const std::string& path) {
+    if (path == "/health") {
+      return service.serving() ? HttpResponse{}
+                               : HttpResponse{.status = 503,
+                                              .content_type = "application/json",
+                                              .body = R"({"error":"unhealthy"})"};
+    }
+    if (path == "/metrics") {
+      ServerMetrics* m = metrics.load();
+      return HttpResponse{.content_type = "text/plain; version=0.0.4",
+                          .body = m != nullptr ? m->Serialize() : ""};
+    }
+    return HttpResponse{.status = 404, .body = "not found\n"};
+  });
+}
+
+// Watches the workers: one that exits makes the server NOT_SERVING (the
+// requests in its step have already failed with the rank named).
+class WorkerWatch {
+ public:
+  WorkerWatch(WorkerGroup* workers, grpc::Server* server, GenerationService* service)
+      : thread_([=, this] {
+          while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+            if (auto exited = workers->Exited()) {
+              LogEvent(LogLevel::kError, "worker exited", nlohmann::json{{"detail", *exited}}.dump());
+              SetServing(*server, false);
+              service->MarkUnhealthy();
+              return;
+            }
+          }
+        }) {}
+  ~WorkerWatch() {
+    stop_.Notify();
+    thread_.join();
+  }
+
+ private:
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 int RunServer(const ServerConfig& config) {
@@ -182,50 +275,22 @@ int RunServer(const ServerConfig& config) {
     return Fatal(absl::InvalidArgumentError("MODEL_NAME (--model-name) is required"));
   }
   if (config.num_shard != 1) {
-    return Fatal(absl::UnimplementedError(
-        "NUM_SHARD > 1 needs the worker processes, which this build does not have yet"));
+    return Fatal(absl::UnimplementedError("NUM_SHARD > 1 needs tensor parallelism, not built yet"));
   }
   auto credentials = Credentials(config);
   if (!credentials.ok()) return Fatal(credentials.status());
-  // gRPC first, NOT_SERVING until the model is loaded and a step ran.
+  auto backend = StartWorkers(config);  // fork+exec before any thread starts.
+  if (!backend.ok()) return Fatal(backend.status());
   GenerationService service;
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::StrCat("0.0.0.0:", config.grpc_port), *credentials, &port);
-  builder.RegisterService(&service);
-  // Accept client keepalive pings every 20 s or more (clients commonly use 25 s
-  // without calls in flight) instead of answering GOAWAY "too_many_pings".
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 20000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = StartGrpc(config, service, *credentials, &port);
   if (server == nullptr || port == 0) {
     return Fatal(absl::UnavailableError(absl::StrCat("cannot listen on port ", config.grpc_port)));
   }
-  SetServing(*server, false);
-  // HTTP /health (readiness: 503 until serving) and /metrics.
   std::atomic<ServerMetrics*> metrics{nullptr};
-  auto http = HttpServer::Start(static_cast<int>(config.port), [&](const std::string& path) {
-    if (path == "/health") {
-      return service.serving() ? HttpResponse{}
-                               : HttpResponse{.status = 503,
-                                              .content_type = "application/json",
-                                              .body = R"({"error":"unhealthy"})"};
-    }
-    if (path == "/metrics") {
-      ServerMetrics* m = metrics.load();
-      return HttpResponse{.content_type = "text/plain; version=0.0.4",
-                          .body = m != nullptr ? m->Serialize() : ""};
-    }
-    return HttpResponse{.status = 404, .body = "not found\n"};
-  });
-  if (!http.ok()) {
-    server->Shutdown();
-    return Fatal(http.status());
-  }
-  auto backend = LoadBackend(config);
-  absl::Status ready = backend.ok() ? WarmUp(**backend) : backend.status();
+  auto http = StartHttp(config, service, metrics);
+  absl::Status ready = http.ok() ? ConnectBackend(config, **backend) : http.status();
+  if (ready.ok()) ready = WarmUp(**backend);
   if (!ready.ok()) {
     server->Shutdown();
     return Fatal(ready);
@@ -234,20 +299,21 @@ int RunServer(const ServerConfig& config) {
   metrics = (*backend)->metrics.get();
   SetServing(*server, true);
   LogEvent(LogLevel::kInfo, "serving",
-           nlohmann::json{{"model", config.model_name},
-                          {"grpc_port", port},
+           nlohmann::json{{"model", config.model_name}, {"grpc_port", port},
                           {"http_port", (*http)->port()},
                           {"max_sequence_length", (*backend)->options.limits.max_sequence_length},
                           {"max_new_tokens", (*backend)->options.limits.max_new_tokens},
                           {"kv_blocks", (*backend)->kv_blocks}}
                .dump());
   int signal = 0;
-  sigwait(&signals, &signal);
+  {
+    WorkerWatch watch((*backend)->workers.get(), server.get(), &service);
+    sigwait(&signals, &signal);
+  }
   LogEvent(LogLevel::kInfo, "draining",
            nlohmann::json{{"signal", signal}, {"grace_s", config.drain_grace_seconds}}.dump());
   Drain(config, *server, service);
-  (*backend)->batcher->Shutdown();
-  return 0;
+  return 0;  // ~Backend stops the batcher, then the workers.
 }
 
 }  // namespace fms

@@ -37,8 +37,10 @@ class GenerationService final : public fmaas::GenerationService::Service {
   void StopAccepting() { accepting_ = false; }
   // Generation inputs in flight.
   int64_t in_flight() const { return in_flight_.load(); }
-  // Active and accepting work (HTTP /health).
-  bool serving() const { return active_.load() != nullptr && accepting_; }
+  // Active, accepting work and healthy (HTTP /health).
+  bool serving() const { return active_.load() != nullptr && accepting_ && healthy_; }
+  // The engine failed for good (a worker exited): /health answers 503.
+  void MarkUnhealthy() { healthy_ = false; }
 
   grpc::Status Generate(grpc::ServerContext* context,
                         const fmaas::BatchedGenerationRequest* request,
@@ -73,6 +75,7 @@ class GenerationService final : public fmaas::GenerationService::Service {
   Batcher* batcher_ = nullptr;
   GenerationServiceOptions options_;
   std::atomic<bool> accepting_{true};
+  std::atomic<bool> healthy_{true};
   std::atomic<int64_t> in_flight_{0};
   absl::Mutex rng_mu_;
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);

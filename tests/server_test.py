@@ -614,3 +614,34 @@ def test_num_shard_above_one_is_refused_clearly(test_models):
     process, _ = start_server(test_models, "--num-shard=2")
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0 and "NUM_SHARD > 1" in stderr
+
+
+def test_killed_worker_fails_streams_with_tgis_error_and_reports_not_serving(pb, health_pb,
+                                                                             test_models):
+    process, port = start_server(test_models, "--max-new-tokens=500")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = wait_ready(pb, channel, process)
+    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                             text=True).stdout.split()
+    assert len(workers) == 1  # NUM_SHARD=1: one fms-worker process.
+    calls = [stub.GenerateStream(pb[0].SingleGenerationRequest(
+        request=pb[0].GenerationRequest(text=f"Stone {i}"),
+        params=json_format.ParseDict({"stopping": {"maxNewTokens": 500, "minNewTokens": 500}},
+                                     pb[0].Parameters()))) for i in range(8)]
+    for call in calls:
+        next(call)
+    start = time.time()
+    subprocess.run(["kill", "-9", workers[0]], check=True)
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as error:
+            list(call)
+        assert error.value.code() == grpc.StatusCode.UNKNOWN
+        assert error.value.details().startswith("Request failed during generation: rank 0")
+    assert time.time() - start < 5
+    deadline = time.time() + 5
+    while health(health_pb, channel) != "NOT_SERVING":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+    assert subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True).returncode != 0
