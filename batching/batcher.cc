@@ -25,6 +25,18 @@ void Batcher::Finish(SequenceId id, FinishReason reason) {
   inbox_.push_back(Ending{id, reason});
 }
 
+void Batcher::Reset(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  inbox_.push_back(ResetAll{std::move(status)});
+}
+
+void Batcher::FailOpen(const absl::Status& status) {
+  for (auto& [id, submission] : open_) {
+    submission.sink({.id = id, .finish = FinishReason::kError, .error = status});
+  }
+  open_.clear();
+}
+
 void Batcher::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
@@ -58,9 +70,11 @@ bool Batcher::DrainInbox() {
         continue;
       }
       open_.emplace(id, std::move(*s));
+    } else if (auto* e = std::get_if<Ending>(&command)) {
+      scheduler_.Finish(e->id, e->reason);
     } else {
-      const Ending& e = std::get<Ending>(command);
-      scheduler_.Finish(e.id, e.reason);
+      FailOpen(std::get<ResetAll>(command).status);
+      scheduler_ = Scheduler(scheduler_.config());
     }
   }
   return !stopping;
@@ -107,11 +121,7 @@ void Batcher::Loop() {
   while (DrainInbox()) {
     if (scheduler_.HasWork()) RunStep();
   }
-  const absl::Status closing = absl::UnavailableError("the server is shutting down");
-  for (auto& [id, submission] : open_) {
-    submission.sink({.id = id, .finish = FinishReason::kError, .error = closing});
-  }
-  open_.clear();
+  FailOpen(absl::UnavailableError("the server is shutting down"));
 }
 
 }  // namespace fms

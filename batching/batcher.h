@@ -66,6 +66,10 @@ class Batcher {
   void Finish(SequenceId id, FinishReason reason);
   // Stops the loop; requests still open end with an UNAVAILABLE error.
   void Shutdown();
+  // The engine lost every sequence (its workers were restarted): each open
+  // request ends with `status` and the scheduler starts empty. Thread-safe;
+  // takes effect between steps.
+  void Reset(absl::Status status);
 
  private:
   struct Submission {
@@ -76,13 +80,17 @@ class Batcher {
     SequenceId id;
     FinishReason reason;
   };
-  using Command = std::variant<Submission, Ending>;
+  struct ResetAll {
+    absl::Status status;
+  };
+  using Command = std::variant<Submission, Ending, ResetAll>;
 
   void Loop();
   // Applies queued commands; returns false once shutting down.
   bool DrainInbox();
   void RunStep();
   void Deliver(const std::vector<SequenceEvent>& events);
+  void FailOpen(const absl::Status& status);
 
   Engine* const engine_;
   BatcherMetrics* const metrics_;

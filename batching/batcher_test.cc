@@ -168,6 +168,23 @@ TEST(Batcher, ShutdownEndsOpenRequests) {
   EXPECT_EQ(late_errors.load(), late);  // Accepted ones end too.
 }
 
+TEST(Batcher, ResetFailsOpenRequestsAndStartsClean) {
+  BlockedEngine engine(kInfo);
+  Batcher batcher(&engine, kConfig);
+  Collector running, waiting;
+  ASSERT_TRUE(batcher.Submit(MakeRequest(100, 50), running.Sink()).ok());
+  engine.entered_.WaitForNotification();
+  ASSERT_TRUE(batcher.Submit(MakeRequest(200, 50), waiting.Sink()).ok());
+  batcher.Reset(absl::UnavailableError("workers restarted"));
+  engine.release_.Notify();
+  EXPECT_EQ(running.Wait().back().error.message(), "workers restarted");
+  EXPECT_EQ(waiting.Wait().back().error.message(), "workers restarted");
+  engine.Forget();  // The restarted workers know nothing.
+  Collector after;  // The scheduler starts empty and works again.
+  ASSERT_TRUE(batcher.Submit(MakeRequest(300, 3), after.Sink()).ok());
+  EXPECT_EQ(after.Wait().back().finish, FinishReason::kMaxTokens);
+}
+
 struct CountingMetrics : BatcherMetrics {
   void OnStep(const StepStats& s) override {
     steps++;

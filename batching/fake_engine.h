@@ -33,6 +33,8 @@ class FakeEngine : public Engine {
   const std::vector<StepPlan>& plans() const { return plans_; }
   // Sequences the engine still holds state for.
   size_t live_sequences() const { return sequences_.size(); }
+  // Forgets every sequence, as restarted workers would.
+  void Forget() { sequences_.clear(); }
 
  private:
   struct State {

@@ -236,27 +236,54 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttp(const ServerConfig& config
   });
 }
 
-// Watches the workers: one that exits makes the server NOT_SERVING (the
-// requests in its step have already failed with the rank named).
-class WorkerWatch {
+// Watches the workers. When one exits: NOT_SERVING, the open requests fail
+// (TGIS's "Request failed during generation: ..." naming the rank), the whole
+// group is restarted and warmed up, and the server is SERVING again, without
+// restarting the front end.
+class WorkerSupervisor {
  public:
-  WorkerWatch(WorkerGroup* workers, grpc::Server* server, GenerationService* service)
-      : thread_([=, this] {
-          while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-            if (auto exited = workers->Exited()) {
-              LogEvent(LogLevel::kError, "worker exited", nlohmann::json{{"detail", *exited}}.dump());
-              SetServing(*server, false);
-              service->MarkUnhealthy();
-              return;
-            }
-          }
-        }) {}
-  ~WorkerWatch() {
+  WorkerSupervisor(Backend* backend, grpc::Server* server, GenerationService* service)
+      : backend_(backend), server_(server), service_(service), thread_([this] { Loop(); }) {}
+  ~WorkerSupervisor() {
     stop_.Notify();
     thread_.join();
   }
 
  private:
+  void Loop() {
+    while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      if (auto exited = backend_->workers->Exited(); exited && !Recover(*exited)) return;
+    }
+  }
+
+  // False when the group could not be restarted.
+  bool Recover(const std::string& detail) {
+    LogEvent(LogLevel::kError, "worker exited", nlohmann::json{{"detail", detail}}.dump());
+    SetServing(*server_, false);
+    service_->SetHealthy(false);
+    backend_->batcher->Reset(absl::UnavailableError(detail));
+    const WorkerGroupOptions options = backend_->workers->options();
+    backend_->workers.reset();  // Stops and reaps the other ranks.
+    auto workers = WorkerGroup::Start(options);
+    absl::Status status = workers.ok() ? (*workers)->WaitReady(absl::Minutes(30))
+                                       : workers.status();
+    if (status.ok()) status = backend_->engine->Reconnect((*workers)->sockets());
+    if (workers.ok()) backend_->workers = *std::move(workers);
+    if (status.ok()) status = WarmUp(*backend_);
+    if (!status.ok()) {  // Stay NOT_SERVING: Kubernetes restarts the pod.
+      LogEvent(LogLevel::kError, "worker restart failed",
+               nlohmann::json{{"detail", std::string(status.message())}}.dump());
+      return false;
+    }
+    service_->SetHealthy(true);
+    SetServing(*server_, true);
+    LogEvent(LogLevel::kInfo, "workers restarted");
+    return true;
+  }
+
+  Backend* const backend_;
+  grpc::Server* const server_;
+  GenerationService* const service_;
   absl::Notification stop_;
   std::thread thread_;
 };
@@ -307,7 +334,7 @@ int RunServer(const ServerConfig& config) {
                .dump());
   int signal = 0;
   {
-    WorkerWatch watch((*backend)->workers.get(), server.get(), &service);
+    WorkerSupervisor supervisor(backend->get(), server.get(), &service);
     sigwait(&signals, &signal);
   }
   LogEvent(LogLevel::kInfo, "draining",

@@ -48,6 +48,7 @@ grpc::Status GenerationService::CheckAvailable() const {
     return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
   }
   if (!accepting_) return grpc::Status(grpc::UNAVAILABLE, "the server is shutting down");
+  if (!healthy_) return grpc::Status(grpc::UNAVAILABLE, "the model workers are restarting");
   return grpc::Status::OK;
 }
 

@@ -39,8 +39,9 @@ class GenerationService final : public fmaas::GenerationService::Service {
   int64_t in_flight() const { return in_flight_.load(); }
   // Active, accepting work and healthy (HTTP /health).
   bool serving() const { return active_.load() != nullptr && accepting_ && healthy_; }
-  // The engine failed for good (a worker exited): /health answers 503.
-  void MarkUnhealthy() { healthy_ = false; }
+  // While false (the workers are being restarted, or could not be), RPCs
+  // answer UNAVAILABLE and /health 503.
+  void SetHealthy(bool healthy) { healthy_ = healthy; }
 
   grpc::Status Generate(grpc::ServerContext* context,
                         const fmaas::BatchedGenerationRequest* request,

@@ -9,29 +9,47 @@
 
 namespace fms {
 
-absl::StatusOr<std::unique_ptr<RemoteEngine>> RemoteEngine::Connect(
+absl::StatusOr<std::pair<RemoteEngine::Stubs, EngineInfo>> RemoteEngine::Open(
     const std::vector<std::string>& sockets) {
-  std::unique_ptr<RemoteEngine> engine(new RemoteEngine);
+  Stubs stubs;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   for (const std::string& socket : sockets) {
-    engine->stubs_.push_back(worker::WorkerService::NewStub(grpc::CreateCustomChannel(
+    stubs.push_back(worker::WorkerService::NewStub(grpc::CreateCustomChannel(
         "unix:" + socket, grpc::InsecureChannelCredentials(), args)));
   }
   grpc::ClientContext context;
   worker::InfoRequest request;
   request.set_version(kWorkerProtocolVersion);
   worker::InfoResponse info;
-  grpc::Status status = engine->stubs_.at(0)->Info(&context, request, &info);
+  grpc::Status status = stubs.at(0)->Info(&context, request, &info);
   if (!status.ok()) {
     return absl::UnavailableError(absl::StrCat("rank 0: ", status.error_message()));
   }
-  engine->info_ = {.num_blocks = info.num_blocks(),
+  EngineInfo facts{.num_blocks = info.num_blocks(),
                    .block_size = info.block_size(),
                    .vocab_size = info.vocab_size(),
                    .max_position_embeddings = info.max_position_embeddings(),
                    .eos_token_ids = {info.eos_token_ids().begin(), info.eos_token_ids().end()}};
+  return std::make_pair(std::move(stubs), std::move(facts));
+}
+
+absl::StatusOr<std::unique_ptr<RemoteEngine>> RemoteEngine::Connect(
+    const std::vector<std::string>& sockets) {
+  auto opened = Open(sockets);
+  if (!opened.ok()) return opened.status();
+  std::unique_ptr<RemoteEngine> engine(new RemoteEngine);
+  engine->stubs_ = std::move(opened->first);
+  engine->info_ = std::move(opened->second);
   return engine;
+}
+
+absl::Status RemoteEngine::Reconnect(const std::vector<std::string>& sockets) {
+  auto opened = Open(sockets);
+  if (!opened.ok()) return opened.status();
+  absl::MutexLock lock(&mu_);
+  stubs_ = std::move(opened->first);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StepResult> RemoteEngine::Step(const StepPlan& plan) {
@@ -40,8 +58,13 @@ absl::StatusOr<StepResult> RemoteEngine::Step(const StepPlan& plan) {
     grpc::Status status;
     worker::StepResult result;
   };
+  Stubs stubs;
+  {
+    absl::MutexLock lock(&mu_);
+    stubs = stubs_;
+  }
   std::vector<std::future<Reply>> replies;
-  for (auto& stub : stubs_) {
+  for (auto& stub : stubs) {
     replies.push_back(std::async(std::launch::async, [&stub, &request] {
       Reply reply;
       grpc::ClientContext context;

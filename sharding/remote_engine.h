@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "batching/engine.h"
 #include "proto/worker.grpc.pb.h"
 
@@ -24,10 +25,19 @@ class RemoteEngine : public Engine {
   EngineInfo Info() const override { return info_; }
   absl::StatusOr<StepResult> Step(const StepPlan& plan) override;
 
- private:
-  RemoteEngine() = default;
+  // Points the engine at a new worker group (after a restart). Thread-safe;
+  // the model facts must not change.
+  absl::Status Reconnect(const std::vector<std::string>& sockets);
 
-  std::vector<std::unique_ptr<worker::WorkerService::Stub>> stubs_;
+ private:
+  using Stubs = std::vector<std::shared_ptr<worker::WorkerService::Stub>>;
+  RemoteEngine() = default;
+  // Stubs for `sockets` and rank 0's facts.
+  static absl::StatusOr<std::pair<Stubs, EngineInfo>> Open(
+      const std::vector<std::string>& sockets);
+
+  absl::Mutex mu_;
+  Stubs stubs_ ABSL_GUARDED_BY(mu_);
   EngineInfo info_;
 };
 

@@ -35,6 +35,7 @@ class WorkerGroup {
   static absl::StatusOr<std::unique_ptr<WorkerGroup>> Start(const WorkerGroupOptions& options);
   ~WorkerGroup();  // SIGTERM, up to 5 s, then SIGKILL; reaps every process.
 
+  const WorkerGroupOptions& options() const { return options_; }
   const std::vector<std::string>& sockets() const { return sockets_; }
   const std::vector<pid_t>& pids() const { return pids_; }
 

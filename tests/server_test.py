@@ -246,13 +246,30 @@ def test_missing_request_and_cancelled_stream_leave_the_server_healthy(pb, stub)
     assert generate(pb, stub, "Stone", stopping={"maxNewTokens": 3}).generated_token_count >= 1
 
 
-def start_server(test_models, *flags, model="gqa2"):
+_STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_servers():
+    yield
+    while _STARTED:  # Servers a failed test left running.
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def start_server(test_models, *flags, model="gqa2", per_test=True):
+    """Starts fms-server; `per_test` servers are killed after the test if it
+    left them running (a failed assertion before their own clean-up)."""
     port = free_port()
     process = subprocess.Popen(
         [str(ROOT / "bazel-bin" / "server" / "fms-server"),
          f"--model-name={test_models / model}", f"--grpc-port={port}",
          f"--port={free_port()}", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if per_test:
+        _STARTED.append(process)
     return process, port
 
 
@@ -453,7 +470,7 @@ def test_max_new_tokens_one(pb, stub):
 @pytest.fixture(scope="module")
 def long_stub(pb, test_models):
     """A server allowing 500 new tokens: long enough to outlast a 200 ms limit."""
-    process, port = start_server(test_models, "--max-new-tokens=500")
+    process, port = start_server(test_models, "--max-new-tokens=500", per_test=False)
     yield wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
     process.terminate()
     process.wait(timeout=30)
@@ -616,8 +633,7 @@ def test_num_shard_above_one_is_refused_clearly(test_models):
     assert process.returncode != 0 and "NUM_SHARD > 1" in stderr
 
 
-def test_killed_worker_fails_streams_with_tgis_error_and_reports_not_serving(pb, health_pb,
-                                                                             test_models):
+def test_killed_worker_fails_streams_then_the_group_restarts(pb, health_pb, test_models):
     process, port = start_server(test_models, "--max-new-tokens=500")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = wait_ready(pb, channel, process)
@@ -630,6 +646,18 @@ def test_killed_worker_fails_streams_with_tgis_error_and_reports_not_serving(pb,
                                      pb[0].Parameters()))) for i in range(8)]
     for call in calls:
         next(call)
+    import threading
+    seen = []  # Health as a Watch stream reports it.
+    watch = health_pb[1].HealthStub(channel).Watch(health_pb[0].HealthCheckRequest())
+
+    def follow():
+        try:
+            for update in watch:
+                seen.append(health_pb[0].HealthCheckResponse.ServingStatus.Name(update.status))
+        except grpc.RpcError:
+            pass
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
     start = time.time()
     subprocess.run(["kill", "-9", workers[0]], check=True)
     for call in calls:
@@ -638,10 +666,20 @@ def test_killed_worker_fails_streams_with_tgis_error_and_reports_not_serving(pb,
         assert error.value.code() == grpc.StatusCode.UNKNOWN
         assert error.value.details().startswith("Request failed during generation: rank 0")
     assert time.time() - start < 5
-    deadline = time.time() + 5
-    while health(health_pb, channel) != "NOT_SERVING":
-        assert time.time() < deadline
+    # Health goes NOT_SERVING, then SERVING again once a new worker is up.
+    deadline = time.time() + 30
+    while not ("NOT_SERVING" in seen and seen[-1] == "SERVING"):
+        assert time.time() < deadline, (seen, process.poll())
         time.sleep(0.05)
+    watch.cancel()
+    assert generate(pb, stub, "After", stopping={"maxNewTokens": 3}).generated_token_count == 3
+    new_workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                                 text=True).stdout.split()
+    assert len(new_workers) == 1 and new_workers != workers
     process.terminate()
-    assert process.wait(timeout=30) == 0
-    assert subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True).returncode != 0
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "worker exited" in out and "rank 0 exited with signal 9" in out
+    assert "workers restarted" in out
+    for pid in new_workers:  # No orphan survives the front end.
+        assert subprocess.run(["kill", "-0", pid], capture_output=True).returncode != 0
