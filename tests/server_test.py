@@ -683,3 +683,31 @@ def test_killed_worker_fails_streams_then_the_group_restarts(pb, health_pb, test
     assert "workers restarted" in out
     for pid in new_workers:  # No orphan survives the front end.
         assert subprocess.run(["kill", "-0", pid], capture_output=True).returncode != 0
+
+
+def test_health_is_not_serving_while_the_model_loads(pb, health_pb, test_models):
+    process, port = start_server(test_models)
+    deadline = time.time() + 60
+    while True:  # Wait for the port with plain sockets: no gRPC reconnect backoff.
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.002)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = health_pb[1].HealthStub(channel)
+    seen = []
+    deadline = time.time() + 60
+    while not seen or seen[-1] != "SERVING":
+        assert time.time() < deadline and process.poll() is None, seen
+        try:
+            status = stub.Check(health_pb[0].HealthCheckRequest(
+                service="fmaas.GenerationService"), timeout=1).status
+            seen.append(health_pb[0].HealthCheckResponse.ServingStatus.Name(status))
+        except grpc.RpcError:
+            pass  # Not listening yet.
+        time.sleep(0.005)
+    # The gRPC port answers before the worker has loaded the model.
+    assert seen[0] == "NOT_SERVING", seen
+    process.terminate()
+    assert process.wait(timeout=30) == 0
