@@ -711,3 +711,64 @@ def test_health_is_not_serving_while_the_model_loads(pb, health_pb, test_models)
     assert seen[0] == "NOT_SERVING", seen
     process.terminate()
     assert process.wait(timeout=30) == 0
+
+
+# Golden cases (TGIS's integration-test form): request -> expected response,
+# recorded from this server on the gqa2 test model and checked on every run.
+# The model's numerics are checked against transformers separately
+# (model_parity_test.py); these pin the API layer. All cases are fired
+# concurrently in random order, to run them through continuous batching.
+# Regenerate after an intended change: FMS_UPDATE_GOLDEN=1 tools/test.
+
+CASES = ROOT / "tests/cases/generation_cases.json"
+GOLDEN = ROOT / "tests/cases/generation_cases.golden.json"
+
+
+def same(a, b, path="$"):
+    """JSON equality with floats to a relative 5e-4, NaN equal to NaN."""
+    if isinstance(a, float) or isinstance(b, float):
+        if a != a and b != b:
+            return True
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), path
+        assert abs(a - b) <= 5e-4 * max(abs(a), abs(b), 1e-6), f"{path}: {a} != {b}"
+        return True
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {a.keys()} != {b.keys()}"
+        return all(same(a[k], b[k], f"{path}.{k}") for k in a)
+    if isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths"
+        return all(same(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+    assert a == b, f"{path}: {a!r} != {b!r}"
+    return True
+
+
+def run_case(pb, stub, case):
+    if case.get("request_type") == "tokenize":
+        request = json_format.ParseDict(case["request"], pb[0].BatchedTokenizeRequest())
+        return json_format.MessageToDict(stub.Tokenize(request))
+    request = json_format.ParseDict(case["request"], pb[0].BatchedGenerationRequest())
+    return json_format.MessageToDict(stub.Generate(request))
+
+
+def test_golden_cases_concurrently_and_streamed(pb, stub, test_models):
+    import concurrent.futures
+    import os
+    import random
+    cases = json.loads(CASES.read_text())
+    random.Random(1).shuffle(cases)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        futures = {c["name"]: pool.submit(run_case, pb, stub, c) for c in cases}
+        got = {name: f.result() for name, f in futures.items()}
+    models_key = pathlib.Path(test_models).name
+    if os.environ.get("FMS_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps({"test_models": models_key, "responses": got},
+                                     indent=1, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["test_models"] == models_key, (
+        "the test checkpoints changed: regenerate with FMS_UPDATE_GOLDEN=1 tools/test")
+    for case in cases:
+        same(got[case["name"]], golden["responses"][case["name"]], case["name"])
+        requests = case["request"].get("requests", [])
+        if case.get("request_type") != "tokenize" and len(requests) == 1:
+            params = case["request"].get("params", {})
+            assert_stream_matches_unary(pb, stub, requests[0]["text"], **params)
