@@ -33,10 +33,16 @@ namespace {
 constexpr int64_t kBlockSize = 16;
 constexpr double kKvBudgetBytes = 4.0 * (1 << 30);  // Upper bound for the KV pool.
 
+// Kubernetes' terminationMessagePath; it exists in a pod, and is never created.
+const char* TerminationLogPath() {
+  const char* path = std::getenv("FMS_TERMINATION_LOG");
+  return path != nullptr ? path : "/dev/termination-log";
+}
+
 int Fatal(const absl::Status& status) {
   const std::string line = absl::StrCat("fms-server: ", status.message());
   std::fprintf(stderr, "%s\n", line.c_str());
-  std::ofstream log("/dev/termination-log");
+  std::ofstream log(TerminationLogPath(), std::ios::in | std::ios::out | std::ios::trunc);
   if (log) log << line << "\n";
   return 1;
 }

@@ -7,6 +7,7 @@ every single-input Generate case is also run through GenerateStream and the
 streamed text must equal the unary text."""
 
 import json
+import os
 import pathlib
 import socket
 import subprocess
@@ -27,8 +28,9 @@ def pb(tmp_path_factory):
     out = tmp_path_factory.mktemp("stubs")
     assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
                         f"--grpc_python_out={out}", str(ROOT / "proto" / "generation.proto")]) == 0
-    assert protoc.main(["protoc", f"-I{ROOT / 'tests' / 'cases'}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", str(ROOT / "tests/cases/health.proto")]) == 0
+    for extra in ("health.proto", "reflection.proto"):
+        assert protoc.main(["protoc", f"-I{ROOT / 'tests' / 'cases'}", f"--python_out={out}",
+                            f"--grpc_python_out={out}", str(ROOT / "tests/cases" / extra)]) == 0
     sys.path.insert(0, str(out))
     import generation_pb2
     import generation_pb2_grpc
@@ -61,6 +63,7 @@ HTTP_PORT = {}
 def stub(pb, test_models):
     port = free_port()
     HTTP_PORT["main"] = free_port()
+    HTTP_PORT["grpc"] = port
     server = subprocess.Popen(
         [str(ROOT / "bazel-bin" / "server" / "fms-server"),
          f"--model-name={test_models / 'gqa2'}", f"--grpc-port={port}",
@@ -772,3 +775,58 @@ def test_golden_cases_concurrently_and_streamed(pb, stub, test_models):
         if case.get("request_type") != "tokenize" and len(requests) == 1:
             params = case["request"].get("params", {})
             assert_stream_matches_unary(pb, stub, requests[0]["text"], **params)
+
+
+def test_server_reflection_lists_the_services(pb, stub):
+    import reflection_pb2
+    import reflection_pb2_grpc
+    channel = grpc.insecure_channel(f"127.0.0.1:{HTTP_PORT['grpc']}")
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = list(reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="*")])))
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"fmaas.GenerationService", "grpc.health.v1.Health"} <= names
+    files = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="fmaas.GenerationService")])))
+    assert files[0].file_descriptor_response.file_descriptor_proto  # ghz/grpcurl need no -proto
+
+
+def test_fatal_start_up_error_goes_to_the_termination_log(test_models, tmp_path):
+    log = tmp_path / "termination-log"
+    log.write_text("")  # Kubernetes creates it; the server never does.
+    port = free_port()
+    process = subprocess.run(
+        [str(ROOT / "bazel-bin" / "server" / "fms-server"), "--model-name=/no/such/model",
+         f"--grpc-port={port}", f"--port={free_port()}"],
+        env={**os.environ, "FMS_TERMINATION_LOG": str(log)}, capture_output=True, text=True,
+        timeout=60)
+    assert process.returncode == 1
+    assert log.read_text().strip() == process.stderr.strip()
+    assert "/no/such/model/config.json" in log.read_text()
+
+
+@pytest.mark.parametrize("damage", ["missing tensor", "shape mismatch"])
+def test_worker_that_cannot_load_stops_start_up_naming_file_and_tensor(test_models, tmp_path,
+                                                                       damage):
+    import shutil
+    import torch
+    from safetensors.torch import load_file, save_file
+    model = tmp_path / "model"
+    shutil.copytree(test_models / "gqa2", model)
+    tensors = load_file(model / "model.safetensors")
+    name = "model.layers.1.mlp.up_proj.weight"
+    if damage == "missing tensor":
+        del tensors[name]
+    else:
+        tensors[name] = torch.zeros(4, tensors[name].shape[1])
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    process = subprocess.run(
+        [str(ROOT / "bazel-bin" / "server" / "fms-server"), f"--model-name={model}",
+         f"--grpc-port={free_port()}", f"--port={free_port()}"],
+        capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr
+    assert "rank 0 exited with exit code 1" in lines[0] and name in lines[0], lines[0]
+    if damage == "shape mismatch":
+        assert "model.safetensors" in lines[0] and "has shape [4, 64]" in lines[0], lines[0]
