@@ -50,3 +50,13 @@ def run_probe(request, tmp_path):
     if result.returncode != 0:
         raise RuntimeError(f"llama_probe failed: {result.stderr}")
     return json.loads(result.stdout), out
+
+
+# fms-server end-to-end fixtures (helpers in server_harness.py).
+import server_harness  # noqa: E402
+
+pb = pytest.fixture(scope="session")(server_harness.pb)
+health_pb = pytest.fixture(scope="session")(server_harness.health_pb)
+stub = pytest.fixture(scope="session")(server_harness.stub)
+long_stub = pytest.fixture(scope="module")(server_harness.long_stub)
+_stop_started_servers = pytest.fixture(autouse=True)(server_harness._stop_started_servers)
