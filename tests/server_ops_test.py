@@ -358,3 +358,23 @@ def test_worker_that_cannot_load_stops_start_up_naming_file_and_tensor(test_mode
     if damage == "shape mismatch":
         assert "model.safetensors" in lines[0] and "has shape [4, 64]" in lines[0], lines[0]
 
+
+
+def test_keepalive_pings_every_21_seconds_are_accepted(pb, test_models):
+    """A client pinging every 21 s without calls in flight keeps its connection:
+    no GOAWAY too_many_pings, which would move the channel READY -> IDLE (seen
+    when the server's minimum ping interval was set to 60 s instead of 20 s),
+    so clients' usual 25 s keepalive works."""
+    process, port = start_server(test_models)
+    options = [("grpc.keepalive_time_ms", 21000), ("grpc.keepalive_timeout_ms", 5000),
+               ("grpc.keepalive_permit_without_calls", 1),
+               ("grpc.http2.max_pings_without_data", 0)]
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
+    stub = wait_ready(pb, channel, process)
+    states = []
+    channel.subscribe(lambda state: states.append(state.name))
+    time.sleep(70)  # Three pings: gRPC's default policy answers the third with GOAWAY.
+    assert states == ["READY"], states
+    assert stub.ModelInfo(pb[0].ModelInfoRequest(), timeout=5).max_new_tokens > 0
+    process.terminate()
+    assert process.wait(timeout=30) == 0
