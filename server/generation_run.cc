@@ -125,7 +125,11 @@ bool GenerationRun::OnEvent(const SequenceEvent& event) {
       FillTokenInfo(event.token, event.details, message->add_tokens());
       FillTokenInfo(event.token, event.details, unary_.add_tokens());
     }
-    if (delta->stopped) {
+    const bool at_max = event.finish == FinishReason::kMaxTokens ||
+                        event.finish == FinishReason::kTokenLimit;
+    if (delta->stopped && at_max) {
+      message->set_text(message->text() + text_stream_->Uncut());  // MAX_TOKENS wins.
+    } else if (delta->stopped) {
       stopped_ = stop_now = true;
       stop_sequence_ = delta->stop_sequence;
     }

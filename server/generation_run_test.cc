@@ -120,6 +120,22 @@ TEST_F(GenerationRunTest, StopSequenceEndsTheRunAtOnce) {
   EXPECT_EQ(unary->stop_sequence(), "the r");
 }
 
+TEST_F(GenerationRunTest, StopSequenceOnTheLastAllowedTokenReportsMaxTokensUntruncated) {
+  ResolvedParams params;
+  params.stop_sequences = {"river"};
+  params.include_stop_sequence = false;
+  auto run = Make("The king", params);
+  // The stop completes on the final token, which also reaches max_new_tokens.
+  for (const auto& e : Events(" went to the river", FinishReason::kMaxTokens)) {
+    EXPECT_FALSE(run->OnEvent(e));
+  }
+  auto unary = run->Wait(kNeverCancelled);
+  ASSERT_TRUE(unary.ok());
+  EXPECT_EQ(unary->stop_reason(), fmaas::MAX_TOKENS);
+  EXPECT_EQ(unary->text(), " went to the river");
+  EXPECT_EQ(unary->stop_sequence(), "");
+}
+
 TEST_F(GenerationRunTest, ErrorFailsTheCallWithTgisMessage) {
   auto run = Make("Water");
   run->OnEvent({.finish = FinishReason::kError, .error = absl::InternalError("worker 0 exited")});

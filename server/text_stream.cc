@@ -84,6 +84,11 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(int32_t token) {
   return delta;
 }
 
+std::string TextStream::Uncut() {
+  stopped_ = false;
+  return Flush();
+}
+
 std::string TextStream::Flush() {
   if (stopped_ || decoded_.size() <= text_.size()) return "";
   std::string rest = decoded_.substr(text_.size());

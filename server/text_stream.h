@@ -45,6 +45,10 @@ class TextStream {
   absl::StatusOr<Delta> Add(int32_t token);
   // The text held back so far (at the end of generation).
   std::string Flush();
+  // Undoes a stop-sequence cut: the text after the cut, now released
+  // (TGIS: a stop sequence completed on the step that also reaches
+  // max_new_tokens reports MAX_TOKENS with the untruncated text).
+  std::string Uncut();
 
   const std::string& text() const { return text_; }  // All released text.
 
