@@ -56,8 +56,10 @@ void Scheduler::ApplyFinishes(Clock::time_point now, std::vector<SequenceEvent>*
     if (seq.pending_finish != FinishReason::kNotFinished) {
       ended.emplace_back(id, seq.pending_finish);
     } else if (seq.request.stopping.deadline && now > *seq.request.stopping.deadline &&
-               std::find(waiting_.begin(), waiting_.end(), id) != waiting_.end()) {
-      ended.emplace_back(id, FinishReason::kTimeLimit);  // Expired in the queue.
+               seq.waiting_steps > 0 && !seq.running) {
+      // Expired in the queue, behind other work. A request that can start at
+      // its first plan always gets one token (TGIS: even with a 1 ms limit).
+      ended.emplace_back(id, FinishReason::kTimeLimit);
     }
   }
   for (const auto& [id, reason] : ended) {

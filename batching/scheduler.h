@@ -16,6 +16,10 @@
 // front of the queue, to be recomputed from its prompt and generated tokens
 // later (never corrupted). Waiting requests never preempt.
 //
+// A request whose time limit passes while it waits behind other work ends
+// with TIME_LIMIT and no token; one that can start at its first plan always
+// gets at least one token, as in TGIS.
+//
 // Finishing and cancelling take effect at the next Schedule, which emits the
 // final event and frees the blocks; workers hear of it in `finished`, and of
 // preemptions in `preempted`.

@@ -176,6 +176,16 @@ TEST(Scheduler, TimeLimitInQueueAndInFlight) {
   EXPECT_EQ(t.Tokens(1), 4);
 }
 
+TEST(Scheduler, ExpiredOnArrivalStillGetsOneToken) {
+  const Clock::time_point t0;
+  Timeline t({.max_batch_size = 4, .max_tokens_per_step = 16, .num_blocks = 64,
+              .block_size = 4});
+  t.Add(1, 2, 100, {.deadline = t0 + std::chrono::milliseconds(1)});
+  EXPECT_EQ(t.Step(t0 + std::chrono::milliseconds(5)), "1:2+");  // Late, but it starts.
+  EXPECT_EQ(t.FinalReason(1), FinishReason::kTimeLimit);
+  EXPECT_EQ(t.Tokens(1), 1);
+}
+
 TEST(Scheduler, StopReasonPrecedence) {
   const Clock::time_point t0;
   Timeline t({.max_batch_size = 8, .max_tokens_per_step = 64, .num_blocks = 64,
