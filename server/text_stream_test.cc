@@ -107,6 +107,18 @@ TEST_F(TextStreamTest, HoldBackNeverSplitsACharacter) {
   EXPECT_EQ(Join(deltas), " caf\xC3\xA9 caf\xC3\xA9 caf\xC3\xA9 and");
 }
 
+TEST_F(TextStreamTest, OutputSpecialTokensShowsControlTokensButNeverEos) {
+  const int32_t bos = tokenizer_->bos_id();
+  for (const bool show : {false, true}) {
+    TextStream stream(tokenizer_.get(), -1,
+                      {.output_special_tokens = show, .eos_token_ids = {kEos}});
+    std::string text;
+    for (int32_t token : {bos, kEos}) text += stream.Add(token)->text;
+    text += stream.Flush();
+    EXPECT_EQ(text, show ? "<s>" : "") << show;
+  }
+}
+
 TEST_F(TextStreamTest, EosIsNeverText) {
   TextStream stream(tokenizer_.get(), -1, {.eos_token_ids = {kEos}});
   auto delta = stream.Add(kEos);
