@@ -53,6 +53,17 @@ std::unique_ptr<WorkerGroup> StartGroup(const std::string& model, const std::str
   return group.ok() ? *std::move(group) : nullptr;
 }
 
+// A ready one-worker group and the engine over it; a null engine on failure.
+std::pair<std::unique_ptr<WorkerGroup>, std::unique_ptr<RemoteEngine>> StartConnected(
+    const std::string& model, const std::string& dir) {
+  auto group = StartGroup(model, dir);
+  if (group == nullptr || !group->WaitReady(absl::Seconds(60)).ok()) return {};
+  auto remote = RemoteEngine::Connect(group->sockets());
+  EXPECT_TRUE(remote.ok()) << remote.status();
+  if (!remote.ok()) return {std::move(group), nullptr};
+  return {std::move(group), *std::move(remote)};
+}
+
 bool Alive(pid_t pid) { return kill(pid, 0) == 0 || errno != ESRCH; }
 
 // Runs 12 requests with random lengths and sampling through `engine`.
@@ -89,33 +100,27 @@ TEST(Workers, OneWorkerProcessGivesTheInProcessTokens) {
   const std::string model = Model("gqa2");
   if (model.empty()) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
   const ShortTempDir dir;
-  auto group = StartGroup(model, dir);
-  ASSERT_NE(group, nullptr);
-  ASSERT_TRUE(group->WaitReady(absl::Seconds(60)).ok());
-  auto remote = RemoteEngine::Connect(group->sockets());
-  ASSERT_TRUE(remote.ok()) << remote.status();
-  EXPECT_EQ((*remote)->Info().num_blocks, kBlocks);
+  auto [group, remote] = StartConnected(model, dir);
+  ASSERT_NE(remote, nullptr);
+  EXPECT_EQ(remote->Info().num_blocks, kBlocks);
   auto local_model = LlamaModel::Load(model, {});
   ASSERT_TRUE(local_model.ok());
   LlamaEngine local(*std::move(local_model), {.num_blocks = kBlocks, .block_size = 4});
-  EXPECT_EQ(RunRequests(**remote), RunRequests(local));
+  EXPECT_EQ(RunRequests(*remote), RunRequests(local));
 }
 
 TEST(Workers, KilledWorkerFailsTheStepNamingItsRankAndLeavesNoProcess) {
   const std::string model = Model("gqa2");
   if (model.empty()) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
   const ShortTempDir dir;
-  auto group = StartGroup(model, dir);
-  ASSERT_NE(group, nullptr);
-  ASSERT_TRUE(group->WaitReady(absl::Seconds(60)).ok());
-  auto remote = RemoteEngine::Connect(group->sockets());
-  ASSERT_TRUE(remote.ok());
+  auto [group, remote] = StartConnected(model, dir);
+  ASSERT_NE(remote, nullptr);
   const pid_t pid = group->pids()[0];
   kill(pid, SIGKILL);
   StepPlan plan{.step = 1};
   plan.new_sequences.push_back({.id = 1, .prompt = {1, 5}});
   plan.chunks.push_back({.id = 1, .token_ids = {1, 5}, .new_blocks = {0}});
-  auto result = (*remote)->Step(plan);
+  auto result = remote->Step(plan);
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("rank 0"), std::string::npos) << result.status();
   std::optional<std::string> exited;
