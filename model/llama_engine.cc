@@ -57,7 +57,9 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
   }
   StepResult result{.step = plan.step};
   if (plan.chunks.empty()) return result;
-  const at::Tensor logits = model_->Forward(batch, cache_).cpu();  // [rows, vocab]
+  at::Tensor logits = model_->Forward(batch, cache_);  // [rows, vocab]
+  if (!logits.defined()) return result;  // Not rank 0: rank 0 samples.
+  logits = logits.cpu();
   std::vector<int64_t> sample_rows;
   std::vector<SamplingInput> inputs;
   int64_t row = 0;

@@ -1,8 +1,10 @@
-// LlamaEngine: the Engine seam implemented in-process by a LlamaModel on one
-// device (tests, benchmarks, NUM_SHARD=1 until worker processes exist). It
+// LlamaEngine: the Engine seam implemented by a LlamaModel: in-process for
+// tests and benchmarks, and behind every fms-worker rank. It
 // keeps each sequence's prompt, generated tokens, sampling parameters and
 // block table, runs one ragged forward per plan, samples every sampled chunk
 // in one batched call, and reports prompt-token details from the raw logits.
+// In a tensor-parallel group every rank runs every plan; only rank 0 gets the
+// logits, samples and reports outputs (the other ranks' results are empty).
 
 #ifndef FMS_MODEL_LLAMA_ENGINE_H_
 #define FMS_MODEL_LLAMA_ENGINE_H_

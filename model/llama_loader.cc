@@ -10,24 +10,33 @@
 
 namespace fms {
 
+// Rows [begin, begin + length) of a tensor with `rows` rows.
+struct RowRange {
+  std::string name;  // Without the ".weight" / ".bias" suffix.
+  int64_t rows = 0;
+  int64_t begin = 0;
+  int64_t length = 0;
+};
+
+// Reads this rank's slice of every weight (tensor_parallel.h): only the
+// slices' bytes are copied out of the mapped checkpoint.
 class LlamaLoader {
  public:
   LlamaLoader(const Checkpoint& checkpoint, const LlamaConfig& config,
-              const LlamaOptions& options)
-      : checkpoint_(checkpoint), config_(config), options_(options) {}
+              const ShardLayout& layout, const LlamaOptions& options)
+      : checkpoint_(checkpoint), config_(config), layout_(layout), options_(options) {}
 
   absl::Status LoadInto(LlamaModel* model) {
-    const int64_t vocab = config_.vocab_size, hidden = config_.hidden_size;
-    auto embed = Read("model.embed_tokens.weight", {vocab, hidden});
+    auto embed = VocabRows("model.embed_tokens.weight");
     if (!embed.ok()) return embed.status();
     model->embed_ = *std::move(embed);
-    auto norm = Read("model.norm.weight", {hidden});
+    auto norm = Read("model.norm.weight", {config_.hidden_size});
     if (!norm.ok()) return norm.status();
     model->final_norm_ = *std::move(norm);
     if (config_.tie_word_embeddings) {
       model->lm_head_ = model->embed_;
     } else {
-      auto head = Read("lm_head.weight", {vocab, hidden});
+      auto head = VocabRows("lm_head.weight");
       if (!head.ok()) return head.status();
       model->lm_head_ = *std::move(head);
     }
@@ -40,50 +49,65 @@ class LlamaLoader {
   }
 
  private:
-  absl::StatusOr<at::Tensor> Read(const std::string& name,
-                                  std::vector<int64_t> shape) {
-    auto tensor = checkpoint_.Read(name, shape, options_.dtype);
+  absl::StatusOr<at::Tensor> Read(const std::string& name, std::vector<int64_t> shape,
+                                  const TensorSlice& slice = {}) {
+    auto tensor = checkpoint_.Read(name, shape, options_.dtype, slice);
     if (!tensor.ok()) return tensor.status();
     return tensor->to(options_.device);
   }
 
-  // Reads `names` (each with its row count) and stacks them along rows;
-  // `suffix` is "weight" ([rows, cols]) or "bias" ([rows]).
-  absl::StatusOr<at::Tensor> ReadFused(
-      const std::vector<std::pair<std::string, int64_t>>& names,
-      const std::string& suffix, int64_t cols) {
-    std::vector<at::Tensor> parts;
-    for (const auto& [name, rows] : names) {
-      std::vector<int64_t> shape = {rows};
+  // This rank's vocabulary rows [vocab_rows, hidden], zero-padded at the end.
+  absl::StatusOr<at::Tensor> VocabRows(const std::string& name) {
+    auto rows = Read(name, {config_.vocab_size, config_.hidden_size},
+                     {.dim = 0, .begin = layout_.first_vocab_row,
+                      .length = layout_.real_vocab_rows});
+    if (!rows.ok() || layout_.real_vocab_rows == layout_.vocab_rows) return rows;
+    return at::constant_pad_nd(*rows, {0, 0, 0, layout_.vocab_rows - layout_.real_vocab_rows});
+  }
+
+  // Reads each range of `parts` and stacks them along rows; `suffix` is
+  // "weight" ([rows, cols]) or "bias" ([rows]).
+  absl::StatusOr<at::Tensor> ReadFused(const std::vector<RowRange>& parts,
+                                       const std::string& suffix, int64_t cols) {
+    std::vector<at::Tensor> tensors;
+    for (const RowRange& part : parts) {
+      std::vector<int64_t> shape = {part.rows};
       if (suffix == "weight") shape.push_back(cols);
-      auto part = Read(absl::StrCat(name, ".", suffix), shape);
-      if (!part.ok()) return part.status();
-      parts.push_back(*std::move(part));
+      auto tensor = Read(absl::StrCat(part.name, ".", suffix), shape,
+                         {.dim = 0, .begin = part.begin, .length = part.length});
+      if (!tensor.ok()) return tensor.status();
+      tensors.push_back(*std::move(tensor));
     }
-    return at::cat(parts, 0);
+    return at::cat(tensors, 0);
   }
 
   absl::StatusOr<LayerWeights> Layer(int64_t l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const int64_t hidden = config_.hidden_size, inter = config_.intermediate_size;
-    const int64_t q_rows = config_.num_heads * config_.head_dim;
-    const int64_t kv_rows = config_.num_kv_heads * config_.head_dim;
-    const std::vector<std::pair<std::string, int64_t>> qkv = {
-        {p + "self_attn.q_proj", q_rows},
-        {p + "self_attn.k_proj", kv_rows},
-        {p + "self_attn.v_proj", kv_rows}};
-    const std::vector<std::pair<std::string, int64_t>> gate_up = {
-        {p + "mlp.gate_proj", inter}, {p + "mlp.up_proj", inter}};
+    const int64_t d = config_.head_dim;
+    const int64_t q_rows = config_.num_heads * d, kv_rows = config_.num_kv_heads * d;
+    const ShardLayout& s = layout_;
+    const std::vector<RowRange> qkv = {
+        {p + "self_attn.q_proj", q_rows, s.first_head * d, s.heads * d},
+        {p + "self_attn.k_proj", kv_rows, s.first_kv_head * d, s.kv_heads * d},
+        {p + "self_attn.v_proj", kv_rows, s.first_kv_head * d, s.kv_heads * d}};
+    const std::vector<RowRange> gate_up = {
+        {p + "mlp.gate_proj", inter, s.first_intermediate, s.intermediate},
+        {p + "mlp.up_proj", inter, s.first_intermediate, s.intermediate}};
+    // Row-parallel o_proj and down_proj: this rank's input columns.
+    const TensorSlice o_cols = {.dim = 1, .begin = s.first_head * d, .length = s.heads * d};
+    const TensorSlice down_cols = {.dim = 1, .begin = s.first_intermediate,
+                                   .length = s.intermediate};
     LayerWeights w;
     std::vector<std::pair<at::Tensor*, absl::StatusOr<at::Tensor>>> reads;
     reads.emplace_back(&w.input_norm, Read(p + "input_layernorm.weight", {hidden}));
     reads.emplace_back(&w.post_norm,
                        Read(p + "post_attention_layernorm.weight", {hidden}));
     reads.emplace_back(&w.qkv, ReadFused(qkv, "weight", hidden));
-    reads.emplace_back(&w.o, Read(p + "self_attn.o_proj.weight", {hidden, q_rows}));
+    reads.emplace_back(&w.o, Read(p + "self_attn.o_proj.weight", {hidden, q_rows}, o_cols));
     reads.emplace_back(&w.gate_up, ReadFused(gate_up, "weight", hidden));
-    reads.emplace_back(&w.down, Read(p + "mlp.down_proj.weight", {hidden, inter}));
-    if (config_.attention_bias) {
+    reads.emplace_back(&w.down, Read(p + "mlp.down_proj.weight", {hidden, inter}, down_cols));
+    if (config_.attention_bias) {  // Row-parallel biases are whole, added once.
       reads.emplace_back(&w.qkv_bias, ReadFused(qkv, "bias", 0));
       reads.emplace_back(&w.o_bias, Read(p + "self_attn.o_proj.bias", {hidden}));
     }
@@ -100,6 +124,7 @@ class LlamaLoader {
 
   const Checkpoint& checkpoint_;
   const LlamaConfig& config_;
+  const ShardLayout& layout_;
   const LlamaOptions& options_;
 };
 
@@ -111,10 +136,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
   }
   auto config = LoadLlamaConfig(model_dir);
   if (!config.ok()) return config.status();
+  const Collectives* group = options.collectives;
+  auto layout = MakeShardLayout(*config, group ? group->rank() : 0,
+                                group ? group->world_size() : 1);
+  if (!layout.ok()) return layout.status();
   auto checkpoint = Checkpoint::Open(model_dir);
   if (!checkpoint.ok()) return checkpoint.status();
-  std::unique_ptr<LlamaModel> model(new LlamaModel(*config, options));
-  LlamaLoader loader(*checkpoint, model->config_, model->options_);
+  std::unique_ptr<LlamaModel> model(new LlamaModel(*config, *layout, options));
+  LlamaLoader loader(*checkpoint, model->config_, model->layout_, model->options_);
   if (absl::Status status = loader.LoadInto(model.get()); !status.ok()) {
     return status;
   }

@@ -6,17 +6,15 @@
 #include "model/paged_attention.h"
 
 namespace fms {
-namespace {
 
-}  // namespace
-
-LlamaModel::LlamaModel(LlamaConfig config, LlamaOptions options)
+LlamaModel::LlamaModel(LlamaConfig config, ShardLayout layout, LlamaOptions options)
     : config_(std::move(config)),
+      layout_(layout),
       options_(options),
       rope_(config_, options.device) {}
 
 KvCache LlamaModel::MakeCache(const KvCacheOptions& options) const {
-  return KvCache(config_.num_layers, config_.num_kv_heads, config_.head_dim,
+  return KvCache(config_.num_layers, layout_.kv_heads, config_.head_dim,
                  options,
                  at::TensorOptions().dtype(options_.dtype).device(options_.device));
 }
@@ -43,19 +41,47 @@ at::Tensor UnfusedLinear(const at::Tensor& x, const at::Tensor& w, const at::Ten
 
 at::Tensor LlamaModel::Mlp(const LayerWeights& w, const at::Tensor& x) const {
   // [T, 2 * intermediate] -> gate, up [T, intermediate]
-  const int64_t inter = config_.intermediate_size;
+  const int64_t inter = layout_.intermediate;
   const at::Tensor gate_up =
       options_.eager_baseline ? UnfusedLinear(x, w.gate_up, w.gate_up_bias, {inter, inter})
                               : Linear(x, w.gate_up, w.gate_up_bias);
   const auto halves = gate_up.chunk(2, -1);
-  return Linear(at::silu(halves[0]) * halves[1], w.down, w.down_bias);
+  return RowParallel(at::silu(halves[0]) * halves[1], w.down, w.down_bias);
 }
 
 at::Tensor LlamaModel::Qkv(const LayerWeights& w, const at::Tensor& x) const {
   if (!options_.eager_baseline) return Linear(x, w.qkv, w.qkv_bias);
-  const int64_t q = config_.num_heads * config_.head_dim;
-  const int64_t kv = config_.num_kv_heads * config_.head_dim;
+  const int64_t q = layout_.heads * config_.head_dim;
+  const int64_t kv = layout_.kv_heads * config_.head_dim;
   return UnfusedLinear(x, w.qkv, w.qkv_bias, {q, kv, kv});
+}
+
+at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
+  if (options_.collectives == nullptr) return at::embedding(embed_, ids);
+  // Ids outside this rank's rows look up row 0 and are zeroed; the sum over
+  // the ranks leaves each id's own row.
+  const at::Tensor local = ids - layout_.first_vocab_row;  // [T]
+  const at::Tensor mine = (local >= 0) & (local < layout_.vocab_rows);
+  at::Tensor hidden = at::embedding(embed_, local.clamp(0, layout_.vocab_rows - 1))
+                          .mul_(mine.unsqueeze(-1).to(embed_.scalar_type()));
+  options_.collectives->AllReduceSum(hidden);
+  return hidden;  // [T, hidden]
+}
+
+at::Tensor LlamaModel::RowParallel(const at::Tensor& x, const at::Tensor& w,
+                                   const at::Tensor& b) const {
+  if (options_.collectives == nullptr) return Linear(x, w, b);
+  at::Tensor partial = Linear(x, w, at::Tensor()).contiguous();  // [T, out]
+  options_.collectives->AllReduceSum(partial);
+  return b.defined() ? partial.add_(b) : partial;
+}
+
+at::Tensor LlamaModel::Logits(const at::Tensor& last) const {
+  const at::Tensor logits = Linear(last, lm_head_, at::Tensor()).to(at::kFloat);
+  if (options_.collectives == nullptr) return logits;
+  const at::Tensor all = options_.collectives->GatherColumnsToRank0(logits.contiguous());
+  if (!all.defined()) return all;
+  return all.narrow(1, 0, config_.vocab_size);  // Drops the last rank's padding.
 }
 
 at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
@@ -63,12 +89,12 @@ at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const 
                                                 /*batch_decodes=*/!options_.eager_baseline);
   const auto [cos, sin] = rope_.CosSin(plan.positions);  // [T, head_dim] each
   const int64_t tokens = static_cast<int64_t>(batch.token_ids.size());
-  const int64_t heads = config_.num_heads, kv_heads = config_.num_kv_heads;
+  const int64_t heads = layout_.heads, kv_heads = layout_.kv_heads;
   const int64_t d = config_.head_dim;
   const at::Tensor ids =
       at::tensor(at::ArrayRef<int32_t>(batch.token_ids), at::kInt)
           .to(options_.device, at::kLong);
-  at::Tensor hidden = at::embedding(embed_, ids);  // [T, hidden]
+  at::Tensor hidden = Embed(ids);  // [T, hidden]
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     // [T, (heads + 2 * kv_heads) * d] -> q [T, heads, d], k/v [T, kv_heads, d]
@@ -81,12 +107,12 @@ at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const 
                                 parts[2].reshape({tokens, kv_heads, d}));
     const at::Tensor attn =
         PagedAttention(plan, q, cache.keys(l), cache.values(l));  // [T, heads, d]
-    hidden = hidden + Linear(attn.view({tokens, heads * d}), w.o, w.o_bias);
+    hidden = hidden + RowParallel(attn.view({tokens, heads * d}), w.o, w.o_bias);
     hidden = hidden + Mlp(w, RmsNorm(hidden, w.post_norm));
   }
   // [R, hidden] -> [R, vocab]
   const at::Tensor last = RmsNorm(hidden.index_select(0, plan.logit_rows), final_norm_);
-  return Linear(last, lm_head_, at::Tensor()).to(at::kFloat);
+  return Logits(last);
 }
 
 }  // namespace fms

@@ -15,6 +15,7 @@
 #include "model/kv_cache.h"
 #include "model/llama_config.h"
 #include "model/rope.h"
+#include "model/tensor_parallel.h"
 
 namespace fms {
 
@@ -24,41 +25,58 @@ struct LlamaOptions {
   // Benchmark baseline only: plain eager LibTorch, with separate q/k/v and
   // gate/up matmuls and one attention call per sequence. Same results.
   bool eager_baseline = false;
+  // The tensor-parallel group this rank belongs to (not owned; must outlive
+  // the model); null for a model on one device, unsplit.
+  Collectives* collectives = nullptr;
 };
 
-// One decoder layer's weights; projections fused as [q; k; v] and [gate; up].
+// One decoder layer's weights on this rank; projections fused as [q; k; v]
+// and [gate; up]. Head and intermediate counts are the rank's (ShardLayout).
 struct LayerWeights {
   at::Tensor input_norm;  // [hidden]
   at::Tensor qkv;         // [(heads + 2 * kv_heads) * head_dim, hidden]
   at::Tensor qkv_bias;    // [(heads + 2 * kv_heads) * head_dim] or undefined
-  at::Tensor o;           // [hidden, heads * head_dim]
-  at::Tensor o_bias;      // [hidden] or undefined
+  at::Tensor o;           // [hidden, heads * head_dim]: row-parallel
+  at::Tensor o_bias;      // [hidden] or undefined; added after the reduction
   at::Tensor post_norm;   // [hidden]
   at::Tensor gate_up;     // [2 * intermediate, hidden]
   at::Tensor gate_up_bias;  // [2 * intermediate] or undefined
-  at::Tensor down;        // [hidden, intermediate]
-  at::Tensor down_bias;   // [hidden] or undefined
+  at::Tensor down;        // [hidden, intermediate]: row-parallel
+  at::Tensor down_bias;   // [hidden] or undefined; added after the reduction
 };
 
 class LlamaModel {
  public:
-  // Loads config.json and the safetensors weights of `model_dir`.
+  // Loads config.json and this rank's slice of the safetensors weights of
+  // `model_dir` (all of them without options.collectives).
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(
       const std::string& model_dir, const LlamaOptions& options);
 
   const LlamaConfig& config() const { return config_; }
   const LlamaOptions& options() const { return options_; }
+  const ShardLayout& layout() const { return layout_; }
 
   // A KV cache shaped for this model.
   KvCache MakeCache(const KvCacheOptions& options) const;
 
   // Runs `batch`, writing its keys and values into `cache`. Returns fp32
-  // logits [NumLogitRows(batch), vocab]. The batch must be well formed
-  // (the scheduler's invariant): block tables long enough, ids in range.
+  // logits [NumLogitRows(batch), vocab] on rank 0 and an undefined tensor on
+  // the other ranks, which must run the same batches in the same order. The
+  // batch must be well formed (the scheduler's invariant): block tables long
+  // enough, ids in range.
   at::Tensor Forward(const ForwardBatch& batch, KvCache& cache) const;
 
  private:
-  LlamaModel(LlamaConfig config, LlamaOptions options);
+  LlamaModel(LlamaConfig config, ShardLayout layout, LlamaOptions options);
+
+  // ids [T] -> [T, hidden]; each rank looks up its vocabulary rows.
+  at::Tensor Embed(const at::Tensor& ids) const;
+  // Row-parallel projection: x [T, in_slice], w [out, in_slice] -> [T, out],
+  // summed over the ranks, then the bias.
+  at::Tensor RowParallel(const at::Tensor& x, const at::Tensor& w,
+                         const at::Tensor& b) const;
+  // last [R, hidden] -> fp32 logits [R, vocab] on rank 0, undefined elsewhere.
+  at::Tensor Logits(const at::Tensor& last) const;
 
   // x [T, hidden] -> [T, hidden]
   at::Tensor Mlp(const LayerWeights& w, const at::Tensor& x) const;
@@ -68,10 +86,11 @@ class LlamaModel {
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
 
   LlamaConfig config_;
+  ShardLayout layout_;
   LlamaOptions options_;
   Rope rope_;
-  at::Tensor embed_;    // [vocab, hidden]
-  at::Tensor lm_head_;  // [vocab, hidden]; embed_ itself when tied.
+  at::Tensor embed_;    // [vocab_rows, hidden]: this rank's vocabulary rows
+  at::Tensor lm_head_;  // [vocab_rows, hidden]; embed_ itself when tied.
   at::Tensor final_norm_;  // [hidden]
   std::vector<LayerWeights> layers_;
 

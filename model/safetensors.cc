@@ -230,7 +230,7 @@ std::vector<std::string> Checkpoint::Names() const {
 
 absl::StatusOr<at::Tensor> Checkpoint::Read(
     const std::string& name, const std::vector<int64_t>& expected_shape,
-    at::ScalarType dtype) const {
+    at::ScalarType dtype, const TensorSlice& slice) const {
   auto it = file_of_.find(name);
   if (it == file_of_.end()) {
     return absl::NotFoundError(
@@ -242,8 +242,9 @@ absl::StatusOr<at::Tensor> Checkpoint::Read(
         it->second->path(), ": tensor '", name, "' has shape ",
         ShapeString(entry.shape), ", expected ", ShapeString(expected_shape)));
   }
-  return it->second->View(name).to(dtype, /*non_blocking=*/false,
-                                   /*copy=*/true);
+  at::Tensor view = it->second->View(name);
+  if (slice.length >= 0) view = view.narrow(slice.dim, slice.begin, slice.length);
+  return view.to(dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
 }
 
 }  // namespace fms

@@ -60,6 +60,13 @@ class SafetensorsFile {
   std::weak_ptr<SafetensorsFile> self_;
 };
 
+// A contiguous range along one dimension of a tensor: a rank's slice.
+struct TensorSlice {
+  int64_t dim = 0;
+  int64_t begin = 0;
+  int64_t length = -1;  // -1: the whole tensor, no slicing.
+};
+
 // All safetensors files of a model directory.
 class Checkpoint {
  public:
@@ -70,11 +77,14 @@ class Checkpoint {
   bool Contains(const std::string& name) const;
   std::vector<std::string> Names() const;
 
-  // Reads tensor `name` as an owned tensor of `dtype`. Fails, naming the file
-  // and the tensor, when it is missing or its shape is not `expected_shape`.
+  // Reads tensor `name`, or only `slice` of it, as an owned contiguous
+  // tensor of `dtype`; only the slice's bytes are copied from the mapping.
+  // Fails, naming the file and the tensor, when it is missing or its shape is
+  // not `expected_shape` (the whole tensor's).
   absl::StatusOr<at::Tensor> Read(const std::string& name,
                                   const std::vector<int64_t>& expected_shape,
-                                  at::ScalarType dtype) const;
+                                  at::ScalarType dtype,
+                                  const TensorSlice& slice = {}) const;
 
  private:
   std::string model_dir_;

@@ -88,6 +88,25 @@ TEST(Safetensors, ReadTensorsOwnTheirMemory) {
   EXPECT_EQ(a.item<float>(), 8.f);
 }
 
+TEST(Safetensors, ReadsRowAndColumnSlices) {
+  const fs::path dir = NewDir("slices");
+  Write(dir / "model.safetensors", {{"w", "F32", {3, 4}, Bytes({0, 1, 2, 3,  //
+                                                                4, 5, 6, 7,  //
+                                                                8, 9, 10, 11})}});
+  auto checkpoint = Checkpoint::Open(dir.string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto rows = checkpoint->Read("w", {3, 4}, at::kFloat, {.dim = 0, .begin = 1, .length = 2});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_TRUE(at::equal(*rows, at::arange(4, 12, at::kFloat).view({2, 4})));
+  auto cols = checkpoint->Read("w", {3, 4}, at::kBFloat16, {.dim = 1, .begin = 2, .length = 2});
+  ASSERT_TRUE(cols.ok()) << cols.status();
+  EXPECT_TRUE(cols->is_contiguous());
+  EXPECT_TRUE(at::equal(cols->to(at::kFloat), at::tensor({2.f, 3.f, 6.f, 7.f, 10.f, 11.f})
+                                                  .view({3, 2})));
+  // The expected shape is the whole tensor's, checked before slicing.
+  EXPECT_FALSE(checkpoint->Read("w", {2, 4}, at::kFloat, {.dim = 0, .length = 2}).ok());
+}
+
 TEST(Safetensors, ShapeMismatchAndMissingTensorNameFileAndTensor) {
   const fs::path dir = NewDir("mismatch");
   Write(dir / "model.safetensors", {{"w", "F32", {2, 2}, Bytes({1, 2, 3, 4})}});

@@ -10,6 +10,7 @@
 #include "model/llama_engine.h"
 #include "model/malloc_tuning.h"
 #include "model/torch_threads.h"
+#include "sharding/process_group.h"
 #include "sharding/worker_service.h"
 
 namespace fms {
@@ -24,6 +25,9 @@ absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv) {
     if (flag == "--model") o.model = value;
     else if (flag == "--socket") o.socket = value;
     else if (flag == "--dtype") o.dtype = value;
+    else if (flag == "--device") o.device = value;
+    else if (flag == "--master-addr") o.master_addr = value;
+    else if (flag == "--master-port") ok = absl::SimpleAtoi(value, &o.master_port);
     else if (flag == "--rank") ok = absl::SimpleAtoi(value, &o.rank);
     else if (flag == "--world-size") ok = absl::SimpleAtoi(value, &o.world_size);
     else if (flag == "--threads") ok = absl::SimpleAtoi(value, &o.threads);
@@ -35,8 +39,33 @@ absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv) {
   if (o.model.empty() || o.socket.empty()) {
     return absl::InvalidArgumentError("--model and --socket are required");
   }
+  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") {
+    return absl::InvalidArgumentError("--device must be auto, cpu or cuda");
+  }
   return o;
 }
+
+namespace {
+
+// Rank r runs on cuda:r, or on the CPU (with its share of the cores).
+absl::StatusOr<at::Device> RankDevice(const WorkerOptions& o) {
+  const bool cuda = o.device == "cuda" || (o.device == "auto" && at::hasCUDA());
+  if (!cuda) return at::Device(at::kCPU);
+  const size_t devices = at::hasCUDA() ? at::getNumGPUs() : 0;
+  if (static_cast<size_t>(o.rank) >= devices) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device for rank ", o.rank, " (", devices, " visible)"));
+  }
+  return at::Device(at::kCUDA, static_cast<at::DeviceIndex>(o.rank));
+}
+
+int Fail(const WorkerOptions& options, const absl::Status& status) {
+  std::fprintf(stderr, "fms-worker rank %d: %s\n", options.rank,
+               std::string(status.message()).c_str());
+  return 1;
+}
+
+}  // namespace
 
 int RunWorker(const WorkerOptions& options) {
   sigset_t signals;  // SIGTERM is taken by sigwait below, on this thread.
@@ -49,12 +78,19 @@ int RunWorker(const WorkerOptions& options) {
   const at::ScalarType dtype = options.dtype == "bfloat16" ? at::kBFloat16
                                : options.dtype == "float16" ? at::kHalf
                                                             : at::kFloat;
-  auto model = LlamaModel::Load(options.model, {.dtype = dtype});
-  if (!model.ok()) {
-    std::fprintf(stderr, "fms-worker rank %d: %s\n", options.rank,
-                 std::string(model.status().message()).c_str());
-    return 1;
+  auto device = RankDevice(options);
+  if (!device.ok()) return Fail(options, device.status());
+  std::unique_ptr<Collectives> group;  // Outlives the model below.
+  if (options.world_size > 1) {
+    auto joined = JoinProcessGroup({.rank = options.rank, .world_size = options.world_size,
+                                    .master_addr = options.master_addr,
+                                    .master_port = options.master_port, .device = *device});
+    if (!joined.ok()) return Fail(options, joined.status());
+    group = *std::move(joined);
   }
+  auto model = LlamaModel::Load(
+      options.model, {.dtype = dtype, .device = *device, .collectives = group.get()});
+  if (!model.ok()) return Fail(options, model.status());
   LlamaEngine engine(*std::move(model),
                      {.num_blocks = options.kv_blocks, .block_size = options.block_size});
   WorkerService service(&engine, options.rank, options.world_size);

@@ -20,6 +20,11 @@ struct WorkerOptions {
   std::string dtype = "float32";
   int64_t kv_blocks = 256;  // KV cache blocks.
   int64_t block_size = 16;
+  // Tensor-parallel rendezvous (world_size > 1): rank 0 serves the TCPStore.
+  std::string master_addr = "localhost";
+  int master_port = 29500;
+  // "auto": cuda:<rank> when CUDA devices exist, else the CPU; or "cpu", "cuda".
+  std::string device = "auto";
 };
 
 absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv);

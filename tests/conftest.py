@@ -39,8 +39,8 @@ def test_models():
 
 
 def run_probe(request, tmp_path):
-    """Runs //model:llama_probe on `request`; returns (stdout JSON, logits file)."""
-    probe = BAZEL_BIN / "model" / "llama_probe"
+    """Runs //sharding:llama_probe on `request`; returns (stdout JSON, logits file)."""
+    probe = BAZEL_BIN / "sharding" / "llama_probe"
     if not probe.exists():
         pytest.fail(f"{probe} missing: run `bazel build //...` (tools/test does)")
     out = tmp_path / "logits.bin"

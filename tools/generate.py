@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Continues a prompt with fms-serve's model (//model:llama_probe), greedy.
+"""Continues a prompt with fms-serve's model (//sharding:llama_probe), greedy.
 
 Tokenizes with the model's tokenizer.model (Python sentencepiece), runs the
 C++ model, and prints the decoded continuation. Until the server serves, this
@@ -23,7 +23,7 @@ def generate(model, prompt, max_new_tokens=40, probe=None):
     """Returns (new token ids, decoded continuation)."""
     sp = spm.SentencePieceProcessor(model_file=str(pathlib.Path(model) / "tokenizer.model"))
     ids = [sp.bos_id()] + sp.encode(prompt)
-    probe = probe or ROOT / "bazel-bin" / "model" / "llama_probe"
+    probe = probe or ROOT / "bazel-bin" / "sharding" / "llama_probe"
     request = {"model": str(model), "num_blocks": 64, "block_size": 16,
                "generate": {"prompts": [ids], "max_new_tokens": max_new_tokens}}
     out = subprocess.run([str(probe)], input=json.dumps(request), text=True,

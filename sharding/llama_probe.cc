@@ -1,18 +1,23 @@
 // llama_probe: runs LlamaModel on batches described by a JSON request on
-// stdin, for the parity tests against Hugging Face transformers.
+// stdin, for the parity tests against Hugging Face transformers and between
+// tensor-parallel splits.
 //
 //   {"model": DIR, "dtype": "float32" | "bfloat16", "threads": 2,
 //    "block_size": 16, "num_blocks": 256, "out": FILE,
+//    "rank": 0, "world_size": 1, "master_port": 29500,
 //    "steps": [{"sequences": [{"tokens": [...], "context_len": 0,
 //                              "blocks": [...], "all_logits": false}]}],
 //    "generate": {"prompts": [[...], ...], "max_new_tokens": 64}}
 //
 // "steps": each step's fp32 logits are appended to FILE (raw, row-major);
-// stdout gets {"rows": [rows per step], "vocab": V}.
+// stdout gets {"rows": [rows per step], "vocab": V}. With "world_size" > 1
+// one probe runs per rank (the same request but "rank"), joined over
+// localhost:"master_port"; rank 0 writes the logits, the others nothing.
 // "generate": decoding of all prompts batched together (one prefill step,
 // then one decode step per token), greedy unless "params" gives per-prompt
 // sampling parameters {"temperature", "top_k", "top_p", "typical_p", "seed",
-// "repetition_penalty"}; stdout gets {"tokens": [[...]]}.
+// "repetition_penalty"}; stdout gets {"tokens": [[...]]}. One rank only: over
+// several, generation needs the server (the plan carries each sampled token).
 
 #include <cstdio>
 #include <fstream>
@@ -24,6 +29,7 @@
 #include "model/sampling.h"
 #include "model/torch_threads.h"
 #include "nlohmann/json.hpp"
+#include "sharding/process_group.h"
 
 namespace fms {
 namespace {
@@ -49,7 +55,9 @@ json RunSteps(const LlamaModel& model, KvCache& cache, const json& request) {
   std::ofstream out(request["out"].get<std::string>(), std::ios::binary);
   json rows = json::array();
   for (const json& step : request["steps"]) {
-    const at::Tensor logits = model.Forward(ParseStep(step), cache).contiguous();
+    at::Tensor logits = model.Forward(ParseStep(step), cache);
+    if (!logits.defined()) continue;  // Not rank 0.
+    logits = logits.contiguous();
     out.write(static_cast<const char*>(logits.data_ptr()), logits.nbytes());
     rows.push_back(logits.size(0));
   }
@@ -127,6 +135,21 @@ int Run() {
   LlamaOptions options;
   options.dtype = dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   options.eager_baseline = request.value("eager_baseline", false);
+  std::unique_ptr<Collectives> group;
+  if (const int world = request.value("world_size", 1); world > 1) {
+    if (request.contains("generate")) {
+      std::cerr << "generate needs one rank\n";
+      return 1;
+    }
+    auto joined = JoinProcessGroup({.rank = request.value("rank", 0), .world_size = world,
+                                    .master_port = request.value("master_port", 29500)});
+    if (!joined.ok()) {
+      std::cerr << joined.status().message() << "\n";
+      return 1;
+    }
+    group = *std::move(joined);
+    options.collectives = group.get();
+  }
   auto model = LlamaModel::Load(request["model"], options);
   if (!model.ok()) {
     std::cerr << model.status().message() << "\n";
