@@ -79,10 +79,13 @@ int64_t DtypeBytes(const std::string& name) {
 
 // Blocks per sequence at max_sequence_length, times the batch size, within
 // the KV budget; at least one full-length sequence.
-int64_t KvBlocks(const LlamaConfig& c, int64_t dtype_bytes, int64_t max_seq, int64_t batch) {
+int64_t KvBlocks(const LlamaConfig& c, int64_t dtype_bytes, int64_t max_seq, int64_t batch,
+                 int64_t shards) {
   const int64_t per_seq = (max_seq + kBlockSize - 1) / kBlockSize;
+  // Each rank holds its kv heads (tensor_parallel.h): split, or one replicated.
+  const int64_t kv_heads = std::max<int64_t>(1, c.num_kv_heads / shards);
   const double block_bytes =
-      2.0 * c.num_layers * c.num_kv_heads * c.head_dim * kBlockSize * dtype_bytes;
+      2.0 * c.num_layers * kv_heads * c.head_dim * kBlockSize * dtype_bytes;
   const auto budget = static_cast<int64_t>(kKvBudgetBytes / block_bytes);
   return std::max(per_seq, std::min(per_seq * batch, budget));
 }
@@ -123,7 +126,7 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
   const uint32_t max_seq = config.max_sequence_length.value_or(
       static_cast<uint32_t>(backend->model.max_position_embeddings));
   backend->kv_blocks = KvBlocks(backend->model, DtypeBytes(config.dtype_str), max_seq,
-                                config.max_batch_size);
+                                config.max_batch_size, config.num_shard);
   backend->options.limits = {.max_new_tokens = std::min(config.max_new_tokens, max_seq - 1),
                              .max_sequence_length = max_seq,
                              .default_include_stop_seqs = config.default_include_stop_seqs};
@@ -135,8 +138,10 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
   auto workers = WorkerGroup::Start(
       {.worker_binary = *binary, .model = config.model_name,
        .num_shard = static_cast<int>(config.num_shard), .socket_dir = backend->socket_dir,
+       .socket_prefix = config.shard_uds_path,
        .dtype = config.dtype_str.empty() ? "float32" : config.dtype_str,
-       .kv_blocks = backend->kv_blocks, .block_size = kBlockSize});
+       .kv_blocks = backend->kv_blocks, .block_size = kBlockSize,
+       .master_addr = config.master_addr, .master_port = static_cast<int>(config.master_port)});
   if (!workers.ok()) return workers.status();
   backend->workers = *std::move(workers);
   return backend;
@@ -306,9 +311,6 @@ int RunServer(const ServerConfig& config) {
   ConfigureLogging(config.json_output, config.log_level);
   if (config.model_name.empty()) {
     return Fatal(absl::InvalidArgumentError("MODEL_NAME (--model-name) is required"));
-  }
-  if (config.num_shard != 1) {
-    return Fatal(absl::UnimplementedError("NUM_SHARD > 1 needs tensor parallelism, not built yet"));
   }
   auto credentials = Credentials(config);
   if (!credentials.ok()) return Fatal(credentials.status());

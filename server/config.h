@@ -33,6 +33,12 @@ struct ServerConfig {
   std::string dtype_str;
   // NUM_SHARD: tensor-parallel worker processes.
   uint32_t num_shard = 1;
+  // MASTER_ADDR / MASTER_PORT: where the workers meet (rank 0 listens).
+  std::string master_addr = "localhost";
+  uint32_t master_port = 29500;
+  // SHARD_UDS_PATH: worker r's Unix socket is <path>-<r>; empty means a
+  // fresh folder under /tmp.
+  std::string shard_uds_path;
   // GRPC_PORT: the fmaas.GenerationService port.
   uint32_t grpc_port = 8033;
   // PORT: HTTP /health and /metrics.

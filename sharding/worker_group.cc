@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "batching/step_codec.h"
 #include "proto/worker.grpc.pb.h"
 
@@ -87,7 +88,10 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
   const int cores = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
   const int threads = std::max(1, cores / options.num_shard);
   for (int rank = 0; rank < options.num_shard; ++rank) {
-    const std::string socket = absl::StrCat(options.socket_dir, "/rank-", rank, ".sock");
+    const std::string socket =
+        options.socket_prefix.empty()
+            ? absl::StrCat(options.socket_dir, "/rank-", rank, ".sock")
+            : absl::StrCat(options.socket_prefix, "-", rank);
     const std::string log = absl::StrCat(options.socket_dir, "/rank-", rank, ".log");
     if (socket.size() > kMaxSocketPath) {  // sockaddr_un.sun_path holds 108 bytes.
       return absl::InvalidArgumentError(absl::StrCat(
@@ -99,7 +103,8 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
         "--rank", absl::StrCat(rank), "--world-size", absl::StrCat(options.num_shard),
         "--threads", absl::StrCat(threads), "--dtype", options.dtype,
         "--kv-blocks", absl::StrCat(options.kv_blocks), "--block-size",
-        absl::StrCat(options.block_size)};
+        absl::StrCat(options.block_size), "--master-addr", options.master_addr,
+        "--master-port", absl::StrCat(options.master_port)};
     std::vector<std::string> env = WorkerEnvironment(threads);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
@@ -122,18 +127,21 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
 }
 
 std::optional<std::string> WorkerGroup::Exited() {
+  std::vector<std::string> exited;  // A lost peer often takes the others down too.
   for (size_t rank = 0; rank < pids_.size(); ++rank) {
-    if (reaped_[rank]) return absl::StrCat("rank ", rank, " exited");
     int status = 0;
-    if (waitpid(pids_[rank], &status, WNOHANG) == pids_[rank]) {
+    if (reaped_[rank]) {
+      exited.push_back(absl::StrCat("rank ", rank, " exited"));
+    } else if (waitpid(pids_[rank], &status, WNOHANG) == pids_[rank]) {
       reaped_[rank] = true;
       std::string line = ReadFile(logs_[rank]);
       while (!line.empty() && line.back() == '\n') line.pop_back();
-      return absl::StrCat("rank ", rank, " exited with ", DescribeStatus(status),
-                          line.empty() ? "" : ": ", line);
+      exited.push_back(absl::StrCat("rank ", rank, " exited with ", DescribeStatus(status),
+                                    line.empty() ? "" : ": ", line));
     }
   }
-  return std::nullopt;
+  if (exited.empty()) return std::nullopt;
+  return absl::StrJoin(exited, "; ");
 }
 
 absl::Status WorkerGroup::WaitReady(absl::Duration timeout) {

@@ -23,10 +23,16 @@ struct WorkerGroupOptions {
   std::string worker_binary;   // Path of fms-worker.
   std::string model;           // Model directory.
   int num_shard = 1;
-  std::string socket_dir;      // Where the rank sockets go (rank r: <dir>/rank-r.sock).
+  std::string socket_dir;      // Rank logs, and sockets unless socket_prefix.
+  // SHARD_UDS_PATH: rank r listens on <socket_prefix>-<r>; empty means
+  // <socket_dir>/rank-<r>.sock.
+  std::string socket_prefix;
   std::string dtype = "float32";
   int64_t kv_blocks = 256;
   int64_t block_size = 16;
+  // MASTER_ADDR / MASTER_PORT: the ranks' rendezvous (NUM_SHARD > 1).
+  std::string master_addr = "localhost";
+  int master_port = 29500;
 };
 
 class WorkerGroup {
@@ -42,7 +48,8 @@ class WorkerGroup {
   // Waits until every rank answers Info; fails when one exits first (naming
   // the rank and its exit status, with the worker's own error line) or on timeout.
   absl::Status WaitReady(absl::Duration timeout);
-  // A rank that exited, as "rank R exited with status S"; nullopt when all run.
+  // The ranks that exited, as "rank R exited with <status>: <its last error
+  // line>", joined by "; "; nullopt when all run.
   std::optional<std::string> Exited();
 
  private:

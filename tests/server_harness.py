@@ -139,6 +139,13 @@ def start_server(test_models, *flags, model="gqa2", per_test=True):
     return process, port
 
 
+def worker_pids(process):
+    """The fms-worker processes of a server, in rank order (spawned in order)."""
+    pids = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                          text=True).stdout.split()
+    return sorted(pids, key=int)
+
+
 def wait_ready(pb, channel, process):
     stub = pb[1].GenerationServiceStub(channel)
     deadline = time.time() + 60
