@@ -22,9 +22,9 @@ struct RowRange {
 // slices' bytes are copied out of the mapped checkpoint.
 class LlamaLoader {
  public:
-  LlamaLoader(const Checkpoint& checkpoint, const LlamaConfig& config,
+  LlamaLoader(const WeightSource& weights, const LlamaConfig& config,
               const ShardLayout& layout, const LlamaOptions& options)
-      : checkpoint_(checkpoint), config_(config), layout_(layout), options_(options) {}
+      : weights_(weights), config_(config), layout_(layout), options_(options) {}
 
   absl::Status LoadInto(LlamaModel* model) {
     auto embed = VocabRows("model.embed_tokens.weight");
@@ -51,7 +51,7 @@ class LlamaLoader {
  private:
   absl::StatusOr<at::Tensor> Read(const std::string& name, std::vector<int64_t> shape,
                                   const TensorSlice& slice = {}) {
-    auto tensor = checkpoint_.Read(name, shape, options_.dtype, slice);
+    auto tensor = weights_.Read(name, shape, options_.dtype, slice);
     if (!tensor.ok()) return tensor.status();
     return tensor->to(options_.device);
   }
@@ -122,7 +122,7 @@ class LlamaLoader {
     return w;
   }
 
-  const Checkpoint& checkpoint_;
+  const WeightSource& weights_;
   const LlamaConfig& config_;
   const ShardLayout& layout_;
   const LlamaOptions& options_;
@@ -130,20 +130,25 @@ class LlamaLoader {
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
     const std::string& model_dir, const LlamaOptions& options) {
+  auto config = LoadLlamaConfig(model_dir);
+  if (!config.ok()) return config.status();
+  auto checkpoint = Checkpoint::Open(model_dir);
+  if (!checkpoint.ok()) return checkpoint.status();
+  return Load(*config, *checkpoint, options);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
+    const LlamaConfig& config, const WeightSource& weights, const LlamaOptions& options) {
   if (options.dtype != at::kFloat && options.dtype != at::kBFloat16 &&
       options.dtype != at::kHalf) {
     return absl::InvalidArgumentError("dtype must be float32, bfloat16 or float16");
   }
-  auto config = LoadLlamaConfig(model_dir);
-  if (!config.ok()) return config.status();
   const Collectives* group = options.collectives;
-  auto layout = MakeShardLayout(*config, group ? group->rank() : 0,
+  auto layout = MakeShardLayout(config, group ? group->rank() : 0,
                                 group ? group->world_size() : 1);
   if (!layout.ok()) return layout.status();
-  auto checkpoint = Checkpoint::Open(model_dir);
-  if (!checkpoint.ok()) return checkpoint.status();
-  std::unique_ptr<LlamaModel> model(new LlamaModel(*config, *layout, options));
-  LlamaLoader loader(*checkpoint, model->config_, model->layout_, model->options_);
+  std::unique_ptr<LlamaModel> model(new LlamaModel(config, *layout, options));
+  LlamaLoader loader(weights, model->config_, model->layout_, model->options_);
   if (absl::Status status = loader.LoadInto(model.get()); !status.ok()) {
     return status;
   }

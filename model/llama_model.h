@@ -16,6 +16,7 @@
 #include "model/llama_config.h"
 #include "model/rope.h"
 #include "model/tensor_parallel.h"
+#include "model/weight_source.h"
 
 namespace fms {
 
@@ -51,6 +52,9 @@ class LlamaModel {
   // `model_dir` (all of them without options.collectives).
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(
       const std::string& model_dir, const LlamaOptions& options);
+  // The same from `config` and any source of weights.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(
+      const LlamaConfig& config, const WeightSource& weights, const LlamaOptions& options);
 
   const LlamaConfig& config() const { return config_; }
   const LlamaOptions& options() const { return options_; }

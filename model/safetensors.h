@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/weight_source.h"
 
 namespace fms {
 
@@ -60,15 +61,8 @@ class SafetensorsFile {
   std::weak_ptr<SafetensorsFile> self_;
 };
 
-// A contiguous range along one dimension of a tensor: a rank's slice.
-struct TensorSlice {
-  int64_t dim = 0;
-  int64_t begin = 0;
-  int64_t length = -1;  // -1: the whole tensor, no slicing.
-};
-
 // All safetensors files of a model directory.
-class Checkpoint {
+class Checkpoint : public WeightSource {
  public:
   // Uses model.safetensors.index.json when present, else model.safetensors,
   // else every *.safetensors file in `model_dir`.
@@ -84,7 +78,7 @@ class Checkpoint {
   absl::StatusOr<at::Tensor> Read(const std::string& name,
                                   const std::vector<int64_t>& expected_shape,
                                   at::ScalarType dtype,
-                                  const TensorSlice& slice = {}) const;
+                                  const TensorSlice& slice = {}) const override;
 
  private:
   std::string model_dir_;

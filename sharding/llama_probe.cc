@@ -4,7 +4,7 @@
 //
 //   {"model": DIR, "dtype": "float32" | "bfloat16", "threads": 2,
 //    "block_size": 16, "num_blocks": 256, "out": FILE,
-//    "rank": 0, "world_size": 1, "master_port": 29500,
+//    "rank": 0, "world_size": 1, "master_port": 29500, "device": "cpu" | "cuda",
 //    "steps": [{"sequences": [{"tokens": [...], "context_len": 0,
 //                              "blocks": [...], "all_logits": false}]}],
 //    "generate": {"prompts": [[...], ...], "max_new_tokens": 64}}
@@ -57,7 +57,7 @@ json RunSteps(const LlamaModel& model, KvCache& cache, const json& request) {
   for (const json& step : request["steps"]) {
     at::Tensor logits = model.Forward(ParseStep(step), cache);
     if (!logits.defined()) continue;  // Not rank 0.
-    logits = logits.contiguous();
+    logits = logits.cpu().contiguous();
     out.write(static_cast<const char*>(logits.data_ptr()), logits.nbytes());
     rows.push_back(logits.size(0));
   }
@@ -113,7 +113,7 @@ json Generate(const LlamaModel& model, KvCache& cache, const json& request) {
   }
   for (int64_t step = 0; step < max_new; ++step) {
     const std::vector<int32_t> next =
-        NextTokens(model.Forward(batch, cache), params, prompts, generated);
+        NextTokens(model.Forward(batch, cache).cpu(), params, prompts, generated);
     batch.token_ids.clear();
     for (size_t i = 0; i < prompts.size(); ++i) {
       const int32_t token = next[i];
@@ -135,6 +135,7 @@ int Run() {
   LlamaOptions options;
   options.dtype = dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   options.eager_baseline = request.value("eager_baseline", false);
+  if (request.value("device", "cpu") == "cuda") options.device = at::Device(at::kCUDA, 0);
   std::unique_ptr<Collectives> group;
   if (const int world = request.value("world_size", 1); world > 1) {
     if (request.contains("generate")) {

@@ -2,10 +2,15 @@
 // with a STREAM-style read-bandwidth figure and the decode roofline it
 // implies. Not a test: tools/bench_model.py runs it and writes the table.
 //
-//   model_bench --model DIR [--dtype float32|bfloat16] [--threads 2]
+//   model_bench (--model DIR | --random llama2-7b [--layers N]) [--device cpu|cuda]
+//               [--dtype float32|bfloat16] [--threads 2]
 //               [--batches 1,8,32] [--prompt 128] [--steps 16]
 //
-// Prints one JSON object per line.
+// Prints one JSON object per line: per batch size, prefill and decode
+// tokens/s with the achieved GB/s (weights + KV cache read per decode step)
+// and TFLOP/s. A step is timed to its logits on the host, as the engine
+// uses them. --random builds the named shape with random weights on the
+// device (no checkpoint needed).
 
 #include <ATen/Parallel.h>
 
@@ -18,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "model/llama_model.h"
 #include "model/malloc_tuning.h"
+#include "model/random_weights.h"
 #include "model/sampling.h"
 #include "model/torch_threads.h"
 #include "nlohmann/json.hpp"
@@ -29,6 +35,9 @@ using Clock = std::chrono::steady_clock;
 
 struct BenchOptions {
   std::string model;
+  std::string random;  // "llama2-7b": random weights of that shape.
+  int64_t layers = 0;  // With --random: fewer layers of the same shape; 0: all.
+  std::string device = "cpu";
   std::string dtype = "float32";
   int threads = 2;
   std::vector<int64_t> batches = {1, 8, 32};
@@ -42,8 +51,8 @@ double Seconds(Clock::time_point since) {
 }
 
 // Bytes per second of a parallel sum over a buffer far larger than the caches.
-double ReadBandwidth() {
-  const at::Tensor buffer = at::ones({int64_t{1} << 28}, at::kFloat);  // 1 GiB
+double ReadBandwidth(at::Device device) {
+  const at::Tensor buffer = at::ones({int64_t{1} << 28}, at::TensorOptions(device));  // 1 GiB
   double best = 0;
   for (int i = 0; i < 5; ++i) {
     const auto start = Clock::now();
@@ -62,6 +71,22 @@ double WeightBytesPerStep(const LlamaConfig& c, at::ScalarType dtype) {
                            c.num_heads * d * h + 3 * h * c.intermediate_size + 2 * h;
   const double params = c.num_layers * per_layer + h + c.vocab_size * h;
   return params * at::elementSize(dtype);
+}
+
+// Multiply-adds of the projections per token, times 2.
+double FlopsPerToken(const LlamaConfig& c) {
+  return 2.0 * WeightBytesPerStep(c, at::kByte);
+}
+
+// Attention's QK^T and PV flops for `queries` new tokens after `context`
+// cached ones (causal within the new tokens).
+double AttentionFlops(const LlamaConfig& c, double context, double queries) {
+  const double keys = context * queries + queries * (queries + 1) / 2;
+  return 4.0 * c.num_layers * c.num_heads * c.head_dim * keys;
+}
+
+double KvBytes(const LlamaConfig& c, double tokens, at::ScalarType dtype) {
+  return 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * tokens * at::elementSize(dtype);
 }
 
 nlohmann::json RunBatch(const LlamaModel& model, const BenchOptions& o, int64_t batch) {
@@ -84,7 +109,7 @@ nlohmann::json RunBatch(const LlamaModel& model, const BenchOptions& o, int64_t 
   const SamplingParams greedy;
   const std::vector<SamplingInput> inputs(batch, SamplingInput{&greedy, {}, {}});
   auto start = Clock::now();
-  at::Tensor logits = model.Forward(step, cache);
+  at::Tensor logits = model.Forward(step, cache).cpu();  // Waits for the device.
   const double prefill = Seconds(start);
   double decode = 0;
   for (int64_t t = 0; t <= o.steps; ++t) {
@@ -97,19 +122,35 @@ nlohmann::json RunBatch(const LlamaModel& model, const BenchOptions& o, int64_t 
       s.num_tokens = 1;
     }
     start = Clock::now();
-    logits = model.Forward(step, cache);
+    logits = model.Forward(step, cache).cpu();
     if (t > 0) decode += Seconds(start);  // Step 0 warms the decode path up.
   }
+  const LlamaConfig& c = model.config();
+  const at::ScalarType dtype = model.options().dtype;
+  const double prompt = o.prompt, steps = o.steps;
+  // Decode: every step reads all weights once and each sequence's KV cache.
+  const double decode_bytes = steps * WeightBytesPerStep(c, dtype) +
+                              batch * KvBytes(c, steps * (prompt + 1 + steps / 2), dtype);
+  const double decode_flops = batch * steps * FlopsPerToken(c) +
+                              batch * steps * AttentionFlops(c, prompt + 1 + steps / 2, 1);
+  const double prefill_flops = batch * (prompt * FlopsPerToken(c) +
+                                        AttentionFlops(c, 0, prompt));
   return {{"batch", batch},
-          {"prefill_tokens_per_s", batch * o.prompt / prefill},
-          {"decode_tokens_per_s", batch * o.steps / decode},
-          {"decode_step_ms", 1000 * decode / o.steps}};
+          {"prefill_tokens_per_s", batch * prompt / prefill},
+          {"prefill_tflop_s", prefill_flops / prefill / 1e12},
+          {"decode_tokens_per_s", batch * steps / decode},
+          {"decode_step_ms", 1000 * decode / steps},
+          {"decode_gb_s", decode_bytes / decode / 1e9},
+          {"decode_tflop_s", decode_flops / decode / 1e12}};
 }
 
 bool ParseArgs(int argc, char** argv, BenchOptions* o) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--model") o->model = value;
+    else if (flag == "--random") o->random = value;
+    else if (flag == "--layers") o->layers = std::stoll(value);
+    else if (flag == "--device") o->device = value;
     else if (flag == "--dtype") o->dtype = value;
     else if (flag == "--threads") o->threads = std::stoi(value);
     else if (flag == "--prompt") o->prompt = std::stoll(value);
@@ -126,28 +167,43 @@ bool ParseArgs(int argc, char** argv, BenchOptions* o) {
       return false;
     }
   }
-  return !o->model.empty();
+  return o->model.empty() != o->random.empty() &&
+         (o->random.empty() || o->random == "llama2-7b") &&
+         (o->device == "cpu" || o->device == "cuda");
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LoadModel(const BenchOptions& o,
+                                                      const LlamaOptions& options) {
+  if (o.random.empty()) return LlamaModel::Load(o.model, options);
+  LlamaConfig config = Llama2_7bConfig();
+  if (o.layers > 0) config.num_layers = o.layers;
+  return LlamaModel::Load(config, RandomWeights(options.device, /*seed=*/7), options);
 }
 
 int Run(int argc, char** argv) {
   BenchOptions o;
   if (!ParseArgs(argc, argv, &o)) {
-    std::cerr << "usage: model_bench --model DIR [--dtype float32|bfloat16] "
-                 "[--threads N] [--batches 1,8,32] [--prompt N] [--steps N]\n";
+    std::cerr << "usage: model_bench (--model DIR | --random llama2-7b) [--device cpu|cuda] "
+                 "[--dtype float32|bfloat16] [--threads N] [--batches 1,8,32] [--prompt N] "
+                 "[--steps N]\n";
     return 2;
   }
   TuneMallocForModel();
   ConfigureTorchThreads({.intra_op_threads = o.threads});
   c10::InferenceMode inference;
   const at::ScalarType dtype = o.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  auto model = LlamaModel::Load(o.model, {.dtype = dtype, .eager_baseline = o.eager_baseline});
+  const at::Device device = o.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  auto model = LoadModel(o, {.dtype = dtype, .device = device,
+                             .eager_baseline = o.eager_baseline});
   if (!model.ok()) {
     std::cerr << model.status().message() << "\n";
     return 1;
   }
-  const double bandwidth = ReadBandwidth();
+  const double bandwidth = ReadBandwidth(device);
   const double bytes = WeightBytesPerStep((*model)->config(), dtype);
   std::cout << nlohmann::json{{"dtype", o.dtype},
+                              {"device", o.device},
+                              {"model", o.random.empty() ? o.model : o.random},
                               {"threads", at::get_num_threads()},
                               {"read_bandwidth_gb_s", bandwidth / 1e9},
                               {"weight_bytes_per_step", bytes},
