@@ -29,6 +29,9 @@ TEST(ServerConfig, DefaultsAreTgisDefaults) {
   EXPECT_EQ(config.max_concurrent_requests, 512u);
   EXPECT_EQ(config.max_waiting_tokens, 24u);
   EXPECT_EQ(config.num_shard, 1u);
+  EXPECT_EQ(config.master_addr, "localhost");
+  EXPECT_EQ(config.master_port, 29500u);
+  EXPECT_EQ(config.shard_uds_path, "");
   EXPECT_FALSE(config.max_sequence_length.has_value());
   EXPECT_TRUE(config.default_include_stop_seqs);
   EXPECT_FALSE(config.output_special_tokens);
@@ -39,12 +42,15 @@ TEST(ServerConfig, FlagWinsOverEnvironmentWhichWinsOverDefault) {
   auto parsed = ParseServerConfig(
       {"--max-new-tokens=64", "--grpc-port", "9000"},
       FakeEnv({{"MAX_NEW_TOKENS", "32"}, {"MAX_BATCH_SIZE", "4"},
-               {"MODEL_NAME", "/models/demo"}}));
+               {"MODEL_NAME", "/models/demo"}, {"MASTER_PORT", "29600"},
+               {"SHARD_UDS_PATH", "/tmp/tgis"}}));
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->config.max_new_tokens, 64u);
   EXPECT_EQ(parsed->config.grpc_port, 9000u);
   EXPECT_EQ(parsed->config.max_batch_size, 4u);
   EXPECT_EQ(parsed->config.model_name, "/models/demo");
+  EXPECT_EQ(parsed->config.master_port, 29600u);
+  EXPECT_EQ(parsed->config.shard_uds_path, "/tmp/tgis");
 }
 
 TEST(ServerConfig, BooleanFlagsTakeAnOptionalValue) {
@@ -71,6 +77,7 @@ TEST(ServerConfig, ErrorsNameTheFlagOrVariable) {
       {{}, {{"MAX_BATCH_SIZE", "-3"}}, "MAX_BATCH_SIZE: invalid value '-3'"},
       {{}, {{"MAX_SEQUENCE_LENGTH", "1"}}, "MAX_SEQUENCE_LENGTH: invalid value"},
       {{"--grpc-port=70000"}, {}, "--grpc-port: invalid value '70000'"},
+      {{}, {{"MASTER_PORT", "0"}}, "MASTER_PORT: invalid value '0'"},
       {{"--dtype-str=int4"}, {}, "--dtype-str: invalid value 'int4'"},
       {{"--json-output=maybe"}, {}, "--json-output: invalid value 'maybe'"},
       {{"--max-batch-size"}, {}, "flag --max-batch-size needs a value"},
@@ -95,7 +102,8 @@ TEST(ServerConfig, HelpListsEveryFlagWithItsEnvironmentName) {
   for (const char* name :
        {"--model-name", "MODEL_NAME", "--max-sequence-length", "--num-shard",
         "NUM_SHARD", "GRPC_PORT", "TLS_CLIENT_CA_CERT_PATH", "LOG_LEVEL",
-        "DEFAULT_INCLUDE_STOP_SEQS", "MAX_WAITING_TOKENS", "DTYPE_STR"}) {
+        "DEFAULT_INCLUDE_STOP_SEQS", "MAX_WAITING_TOKENS", "DTYPE_STR", "MASTER_ADDR",
+        "--master-port", "SHARD_UDS_PATH"}) {
     EXPECT_NE(help.find(name), std::string::npos) << name;
   }
 }

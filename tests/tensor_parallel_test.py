@@ -125,3 +125,14 @@ def test_two_workers_generate_what_one_does(pb, test_models, variant):
             np.testing.assert_allclose([t.logprob for t in b.tokens],
                                        [t.logprob for t in a.tokens], atol=1e-4, err_msg=what)
     assert all(len(r.tokens) == 64 for r in one[0])
+
+
+def test_worker_sockets_follow_shard_uds_path(pb, test_models, tmp_path):
+    prefix = tmp_path / "shard"  # TGIS's naming: <SHARD_UDS_PATH>-<rank>.
+    process, port = start_server(test_models, "--num-shard=2", f"--master-port={free_port()}",
+                                 f"--shard-uds-path={prefix}")
+    wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    sockets = sorted(p.name for p in tmp_path.iterdir() if p.is_socket())
+    assert sockets == ["shard-0", "shard-1"]
+    process.terminate()
+    assert process.wait(timeout=30) == 0
