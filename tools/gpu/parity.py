@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -56,7 +57,7 @@ def main():
             meta = probe(args.probe, {"model": str(model_dir), "dtype": dtype,
                                       "device": args.device, "num_blocks": 32,
                                       "steps": steps, "out": str(out)})
-            ours = torch.from_numpy(__import__("numpy").fromfile(out, dtype="float32"))
+            ours = torch.from_numpy(np.fromfile(out, dtype=np.float32))
             ours = ours.view(-1, meta["vocab"])
             worst, row, scale = 0.0, 0, 0.0
             for p in prompts:
