@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "absl/strings/numbers.h"
@@ -106,7 +107,9 @@ int RunWorker(const WorkerOptions& options) {
   }
   int signal = 0;
   sigwait(&signals, &signal);
-  server->Shutdown();
+  // The front end has drained before it signals; an open connection would
+  // otherwise hold a plain Shutdown() for seconds (gRPC's sync server polls).
+  server->Shutdown(std::chrono::system_clock::now());
   return 0;
 }
 
