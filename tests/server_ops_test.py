@@ -232,6 +232,19 @@ def test_num_shard_that_does_not_divide_the_model_is_refused_clearly(test_models
     assert len(stderr.strip().splitlines()) == 1, stderr
 
 
+def test_a_busy_master_port_stops_start_up_with_one_line(test_models):
+    with socket.socket() as busy:  # Something else holds MASTER_PORT.
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process, _ = start_server(test_models, "--num-shard=2", f"--master-port={port}")
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert (f"fms-worker rank 0: cannot join the process group at localhost:{port} as rank 0 "
+            "of 2:") in stderr and "address already in use" in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
 @pytest.mark.parametrize("shards,victim", [(1, 0), (2, 1)])
 def test_killed_worker_fails_streams_then_the_group_restarts(pb, health_pb, test_models,
                                                              shards, victim):
