@@ -63,17 +63,21 @@ absl::StatusOr<StepResult> RemoteEngine::Step(const StepPlan& plan) {
     absl::MutexLock lock(&mu_);
     stubs = stubs_;
   }
-  std::vector<std::future<Reply>> replies;
-  for (auto& stub : stubs) {
-    replies.push_back(std::async(std::launch::async, [&stub, &request] {
-      Reply reply;
-      grpc::ClientContext context;
-      reply.status = stub->Step(&context, request, &reply.result);
-      return reply;
-    }));
+  auto call = [&request](const std::shared_ptr<worker::WorkerService::Stub>& stub) {
+    Reply reply;
+    grpc::ClientContext context;
+    reply.status = stub->Step(&context, request, &reply.result);
+    return reply;
+  };
+  // Ranks 1.. on their own threads, rank 0 on this one: no thread per step
+  // for NUM_SHARD=1.
+  std::vector<std::future<Reply>> others;
+  for (size_t rank = 1; rank < stubs.size(); ++rank) {
+    others.push_back(std::async(std::launch::async, [&, rank] { return call(stubs[rank]); }));
   }
   std::vector<Reply> done;
-  for (auto& reply : replies) done.push_back(reply.get());
+  done.push_back(call(stubs[0]));
+  for (auto& reply : others) done.push_back(reply.get());
   for (size_t rank = 0; rank < done.size(); ++rank) {
     if (!done[rank].status.ok()) {
       return absl::UnavailableError(
