@@ -245,7 +245,7 @@ def test_a_busy_master_port_stops_start_up_with_one_line(test_models):
     assert len(stderr.strip().splitlines()) == 1, stderr
 
 
-@pytest.mark.parametrize("shards,victim", [(1, 0), (2, 1)])
+@pytest.mark.parametrize("shards,victim", [(1, 0), (2, 0), (2, 1)])
 def test_killed_worker_fails_streams_then_the_group_restarts(pb, health_pb, test_models,
                                                              shards, victim):
     process, port = start_server(test_models, "--max-new-tokens=500",
