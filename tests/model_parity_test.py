@@ -14,8 +14,12 @@ from transformers import LlamaForCausalLM
 from conftest import run_probe
 
 FP32_RTOL = 1e-4  # of max |logit|; measured: <= 5.1e-7 on these models.
-# bf16 against transformers in bf16: measured bit-identical on these models
-# (2026-11-29, CPU); 1e-2 of max |logit| leaves room for other kernels.
+# bf16 against transformers in bf16: bit-identical where oneDNN does the matmuls
+# (2026-11-29, CPU); the AVX512-BF16 kernel for 1-2 rows (model/bf16_gemv.h)
+# rounds in another order: 6.6e-3 of max|logit| from transformers-bf16 on the
+# GPU check's model, and closer to the fp32 model than transformers-bf16 (1 and
+# 2 tokens: 1.06e-2 / 1.49e-2 vs 1.22e-2 / 1.58e-2; `tools/gpu/parity.py --probe
+# bazel-bin/sharding/llama_probe --device cpu`). 1e-2 leaves room for other kernels.
 BF16_RTOL = 1e-2
 # bf16 against the fp32 reference: measured <= 1.05e-2 of max |logit|.
 BF16_VS_FP32_RTOL = 3e-2

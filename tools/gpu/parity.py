@@ -21,7 +21,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 BOUNDS = {"bfloat16": 2e-2, "float32": 1e-3}  # of max |logit|
-LENGTHS = [1, 17, 128, 500]
+LENGTHS = [1, 2, 17, 128, 500]
 
 
 def probe(binary, request):
@@ -45,6 +45,7 @@ def main():
     gen = torch.Generator().manual_seed(1)
     prompts = [[1] + torch.randint(3, 4096, (n - 1,), generator=gen).tolist() for n in LENGTHS]
     failed = False
+    kept = {}  # (who, dtype) -> logits rows of every prompt, for the report below.
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = pathlib.Path(tmp) / "model"
         LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(model_dir)
@@ -65,6 +66,8 @@ def main():
                     ref = hf(torch.tensor([p], device=args.device)).logits[0].float().cpu()
                 mine = ours[row:row + len(p)]
                 row += len(p)
+                kept.setdefault(("ours", dtype), []).append(mine)
+                kept.setdefault(("transformers", dtype), []).append(ref)
                 err = ((mine - ref).abs().max() / ref.abs().max()).item()
                 if not (mine.isfinite().all() and ref.isfinite().all()) or err != err:
                     err = float("inf")  # NaN would slip through max() below.
@@ -91,6 +94,14 @@ def main():
                 print(json.dumps({"check": "greedy bf16 vs transformers (reported)",
                                   "identical_leading_tokens": same, "of": 32}), flush=True)
             del hf
+    # Which bf16 is closer to the fp32 model: ours or transformers'? (reported)
+    truth = kept[("transformers", "float32")]
+    report = {"check": "bf16 vs the fp32 model, per prompt length (reported)",
+              "lengths": LENGTHS}
+    for who in ("ours", "transformers"):
+        report[who] = [round(((a - b).abs().max() / b.abs().max()).item(), 4)
+                       for a, b in zip(kept[(who, "bfloat16")], truth)]
+    print(json.dumps(report), flush=True)
     sys.exit(1 if failed else 0)
 
 
