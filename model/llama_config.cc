@@ -233,9 +233,6 @@ absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir) {
     return absl::Status(config.status().code(),
                         absl::StrCat(model_dir, "/", config.status().message()));
   }
-  if (fs::exists(dir / "tokenizer.model")) {
-    config->tokenizer_path = fs::absolute(dir / "tokenizer.model").string();
-  }
   return config;
 }
 

@@ -47,16 +47,13 @@ struct LlamaConfig {
   int32_t bos_token_id = -1;           // -1 when absent.
   std::vector<int32_t> eos_token_ids;  // config.json and generation_config.json.
   std::string torch_dtype;             // As stored ("bfloat16"), may be empty.
-  // Absolute path of tokenizer.model in the directory; empty when absent.
-  std::string tokenizer_path;
 };
 
 // Parses config.json text; `generation_config_json` may be empty.
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(
     std::string_view config_json, std::string_view generation_config_json);
 
-// Reads `model_dir`/config.json, generation_config.json and locates
-// tokenizer.model.
+// Reads `model_dir`/config.json and generation_config.json.
 absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir);
 
 }  // namespace fms

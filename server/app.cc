@@ -21,6 +21,7 @@
 #include "model/llama_config.h"
 #include "server/generation_service.h"
 #include "server/http_server.h"
+#include "server/tokenizer.h"
 #include "server/metrics.h"
 #include "nlohmann/json.hpp"
 #include "server/request_log.h"
@@ -117,12 +118,15 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
   auto model = LoadLlamaConfig(config.model_name);
   if (!model.ok()) return model.status();
   backend->model = *std::move(model);
-  if (backend->model.tokenizer_path.empty()) {
-    return absl::NotFoundError(absl::StrCat(config.model_name, ": no tokenizer.model"));
-  }
-  auto tokenizer = Tokenizer::Load(backend->model.tokenizer_path);
+  auto tokenizer = LoadTokenizer(config.model_name);
   if (!tokenizer.ok()) return tokenizer.status();
   backend->tokenizer = *std::move(tokenizer);
+  if (backend->tokenizer->vocab_size() > backend->model.vocab_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        config.model_name, ": the tokenizer has ", backend->tokenizer->vocab_size(),
+        " token ids but the model's vocabulary (config.json vocab_size) is ",
+        backend->model.vocab_size));
+  }
   const uint32_t max_seq = config.max_sequence_length.value_or(
       static_cast<uint32_t>(backend->model.max_position_embeddings));
   backend->kv_blocks = KvBlocks(backend->model, DtypeBytes(config.dtype_str), max_seq,
@@ -158,7 +162,12 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
       MetricsLimits{.max_sequence_length = max_seq,
                     .max_new_tokens = b.options.limits.max_new_tokens,
                     .kv_blocks = b.kv_blocks});
-  const std::vector<int32_t> eos = b.engine->Info().eos_token_ids;
+  // config.json's and generation_config.json's EOS ids, and the tokenizer's.
+  std::vector<int32_t> eos = b.engine->Info().eos_token_ids;
+  const int32_t tokenizer_eos = b.tokenizer->eos_id();
+  if (tokenizer_eos >= 0 && std::find(eos.begin(), eos.end(), tokenizer_eos) == eos.end()) {
+    eos.push_back(tokenizer_eos);
+  }
   b.batcher = std::make_unique<Batcher>(
       b.engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
                                       .max_tokens_per_step = 512,

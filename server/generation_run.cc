@@ -23,14 +23,13 @@ absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
     uint32_t random_seed) {
   std::unique_ptr<GenerationRun> run(new GenerationRun(params, context));
   run->input_text_ = text;
-  std::vector<int32_t> ids = context.tokenizer->Encode(text).ids;
+  auto prompt = EncodePrompt(*context.tokenizer, text, params.truncate_input_tokens);
+  if (!prompt.ok()) return prompt.status();
+  std::vector<int32_t>& ids = prompt->encoding.ids;
+  // Generate only (TGIS): a truncated prompt starts with BOS again, written
+  // over the first kept token. Tokenize reports the plain last N tokens.
   const int32_t bos = context.tokenizer->bos_id();
-  if (bos >= 0) ids.insert(ids.begin(), bos);
-  const uint32_t truncate = params.truncate_input_tokens;
-  if (truncate > 0 && ids.size() > truncate) {
-    ids.erase(ids.begin(), ids.end() - truncate);
-    if (bos >= 0) ids.front() = bos;  // The first kept position becomes BOS.
-  }
+  if (prompt->truncated && bos >= 0) ids.front() = bos;
   const uint32_t n = static_cast<uint32_t>(ids.size());
   if (absl::Status s = ValidateInputLength(n, params.min_new_tokens, context.max_sequence_length);
       !s.ok()) {
@@ -52,7 +51,7 @@ absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
         request.arrival + std::chrono::milliseconds(params.time_limit_millis);
   }
   run->text_stream_ = std::make_unique<TextStream>(
-      context.tokenizer, request.prompt.back(),
+      context.tokenizer, request.prompt,
       TextStreamOptions{.stop_sequences = params.stop_sequences,
                         .include_stop_sequence = params.include_stop_sequence,
                         .output_special_tokens = context.output_special_tokens,
@@ -96,21 +95,23 @@ void GenerationRun::AddInputTokens(const SequenceEvent& event) {
   outbox_.push_back(std::move(message));
 }
 
-bool GenerationRun::OnEvent(const SequenceEvent& event) {
-  absl::MutexLock lock(&mu_);
+void GenerationRun::RecordTokenTime(Clock::time_point received) {
+  if (context_.metrics != nullptr) {
+    const auto since = received - (generated_ == 0 ? request_.arrival : last_token_time_);
+    const double seconds = std::chrono::duration<double>(since).count();
+    generated_ == 0 ? context_.metrics->FirstToken(seconds)
+                    : context_.metrics->InterToken(seconds);
+  }
+  last_token_time_ = received;
+}
+
+bool GenerationRun::OnEvent(const SequenceEvent& event, Clock::time_point received) {
   if (done_) return false;
   if (!event.prompt_details.empty()) AddInputTokens(event);
   bool stop_now = false;
   std::optional<fmaas::GenerationResponse> message;
   if (event.has_token) {
-    const Clock::time_point now = Clock::now();
-    if (context_.metrics != nullptr) {
-      const auto since = now - (generated_ == 0 ? request_.arrival : last_token_time_);
-      const double seconds = std::chrono::duration<double>(since).count();
-      generated_ == 0 ? context_.metrics->FirstToken(seconds)
-                      : context_.metrics->InterToken(seconds);
-    }
-    last_token_time_ = now;
+    RecordTokenTime(received);
     generated_ = event.generated;
     auto delta = text_stream_->Add(event.token);
     if (!delta.ok()) {
@@ -128,7 +129,8 @@ bool GenerationRun::OnEvent(const SequenceEvent& event) {
     const bool at_max = event.finish == FinishReason::kMaxTokens ||
                         event.finish == FinishReason::kTokenLimit;
     if (delta->stopped && at_max) {
-      message->set_text(message->text() + text_stream_->Uncut());  // MAX_TOKENS wins.
+      auto rest = text_stream_->Uncut();  // MAX_TOKENS wins.
+      message->set_text(message->text() + (rest.ok() ? *rest : ""));
     } else if (delta->stopped) {
       stopped_ = stop_now = true;
       stop_sequence_ = delta->stop_sequence;
@@ -137,12 +139,12 @@ bool GenerationRun::OnEvent(const SequenceEvent& event) {
   if (stop_now) {
     Finish(FinishReason::kStopSequence, absl::OkStatus(), &*message);
   } else if (event.finish != FinishReason::kNotFinished) {
-    const absl::Status status =
+    absl::Status status =
         event.finish == FinishReason::kError
             ? absl::UnknownError(absl::StrCat("Request failed during generation: ",
                                               event.error.message()))
             : absl::OkStatus();
-    Finish(event.finish, status, message ? &*message : nullptr);
+    Finish(event.finish, std::move(status), message ? &*message : nullptr);
   } else if (message && (!message->text().empty() || message->tokens_size() > 0)) {
     outbox_.push_back(*std::move(message));  // Empty deltas are suppressed.
   }
@@ -151,9 +153,19 @@ bool GenerationRun::OnEvent(const SequenceEvent& event) {
 
 // Ends the run: the last outbox message (if it is this step's token message)
 // becomes the final message, else a final message is added.
-void GenerationRun::Finish(FinishReason reason, const absl::Status& status,
+void GenerationRun::Finish(FinishReason reason, absl::Status status,
                            fmaas::GenerationResponse* last) {
   done_ = true;
+  std::string rest;  // Text still held back, released at the end.
+  if (status.ok() && !stopped_) {
+    auto flushed = text_stream_->Flush();
+    if (flushed.ok()) {
+      rest = *std::move(flushed);
+    } else {
+      status = absl::UnknownError(absl::StrCat("Request failed during detokenization: ",
+                                               flushed.status().message()));
+    }
+  }
   status_ = status;
   const double seconds = std::chrono::duration<double>(Clock::now() - request_.arrival).count();
   LogRequest({.method = method_,
@@ -178,7 +190,7 @@ void GenerationRun::Finish(FinishReason reason, const absl::Status& status,
   if (!status.ok()) return;
   outbox_.push_back(last != nullptr ? std::move(*last) : fmaas::GenerationResponse());
   fmaas::GenerationResponse& final_message = outbox_.back();
-  if (!stopped_) final_message.set_text(final_message.text() + text_stream_->Flush());
+  final_message.set_text(final_message.text() + rest);
   final_message.set_generated_token_count(generated_);
   final_message.set_stop_reason(ToStopReason(reason));
   if (reason == FinishReason::kStopSequence) final_message.set_stop_sequence(stop_sequence_);
@@ -192,39 +204,14 @@ void GenerationRun::Finish(FinishReason reason, const absl::Status& status,
   if (request_.sampling.sample) unary_.set_seed(request_.sampling.seed);
 }
 
-namespace {
-constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
-}  // namespace
-
-bool GenerationRun::NextMessage(const std::function<bool()>& cancelled,
-                                fmaas::GenerationResponse* message, absl::Status* status) {
-  absl::MutexLock lock(&mu_);
-  const absl::Condition ready(
-      +[](GenerationRun* run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run->mu_) {
-        return !run->outbox_.empty() || run->done_;
-      },
-      this);
-  while (!mu_.AwaitWithTimeout(ready, kCancelPoll)) {
-    if (cancelled()) {
-      *status = absl::CancelledError("the client cancelled");
-      return false;
-    }
-  }
-  if (!outbox_.empty()) {
-    *message = std::move(outbox_.front());
-    outbox_.pop_front();
-    return true;
-  }
-  *status = status_;
-  return false;
+bool GenerationRun::NextMessage(fmaas::GenerationResponse* message) {
+  if (outbox_.empty()) return false;
+  *message = std::move(outbox_.front());
+  outbox_.pop_front();
+  return true;
 }
 
-absl::StatusOr<fmaas::GenerationResponse> GenerationRun::Wait(
-    const std::function<bool()>& cancelled) {
-  absl::MutexLock lock(&mu_);
-  while (!mu_.AwaitWithTimeout(absl::Condition(&done_), kCancelPoll)) {
-    if (cancelled()) return absl::CancelledError("the client cancelled");
-  }
+absl::StatusOr<fmaas::GenerationResponse> GenerationRun::Result() const {
   if (!status_.ok()) return status_;
   return unary_;
 }

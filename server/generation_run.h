@@ -1,22 +1,23 @@
 // GenerationRun: one input of a Generate or GenerateStream call, from its text
-// to its responses. Built on the gRPC thread (tokenize, truncate, validate
-// lengths, seed), fed SequenceEvents on the batcher thread (detokenize, stop
-// sequences, token details), read back on the gRPC thread as TGIS messages
-// (shared/docs/tgis-api.md sections 1.5-1.9).
+// to its responses (docs/tgis-api.md sections 1.5-1.9): built from the text
+// (tokenize, truncate, validate lengths, seed), fed the sequence's events
+// (detokenize, stop sequences, token details), read back as TGIS messages.
+//
+// Single-threaded: everything runs on the RPC's own thread. The batcher
+// thread only queues events (EventQueue), so text work never delays a model
+// step.
 
 #ifndef FMS_SERVER_GENERATION_RUN_H_
 #define FMS_SERVER_GENERATION_RUN_H_
 
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "batching/request.h"
 #include "proto/generation.pb.h"
 #include "server/metrics.h"
@@ -54,28 +55,29 @@ class GenerationRun {
   }
   uint32_t input_token_count() const { return static_cast<uint32_t>(request_.prompt.size()); }
 
-  // Batcher thread. Returns true when a stop sequence matched: the caller
-  // then ends the sequence with Finish(id, STOP_SEQUENCE).
-  bool OnEvent(const SequenceEvent& event);
+  // The sequence's next event, which the batcher delivered at `received`.
+  // Returns true when a stop sequence matched: the caller then ends the
+  // sequence with Batcher::Finish(id, STOP_SEQUENCE); events that still
+  // arrive for it are ignored.
+  bool OnEvent(const SequenceEvent& event, Clock::time_point received = Clock::now());
 
   // The first stream message, sent right after validation.
   fmaas::GenerationResponse FirstMessage() const;
-  // Blocks for the next stream message; false at the end, with *status set
-  // (OK, or the generation error). `cancelled` is polled while waiting; once
-  // it says true the call returns CANCELLED.
-  bool NextMessage(const std::function<bool()>& cancelled,
-                   fmaas::GenerationResponse* message, absl::Status* status);
-  // Blocks until the end; the unary response or the generation error.
-  absl::StatusOr<fmaas::GenerationResponse> Wait(const std::function<bool()>& cancelled);
+  // Moves out the next stream message made by OnEvent; false when none.
+  bool NextMessage(fmaas::GenerationResponse* message);
+  // The final event was seen.
+  bool done() const { return done_; }
+  // Once done: the unary response, or the generation error.
+  absl::StatusOr<fmaas::GenerationResponse> Result() const;
 
  private:
   GenerationRun(const ResolvedParams& params, const RunContext& context);
   void FillTokenInfo(int32_t token, const TokenDetails& details, fmaas::TokenInfo* info) const;
-  void AddInputTokens(const SequenceEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddInputTokens(const SequenceEvent& event);
+  void RecordTokenTime(Clock::time_point received);
   // Ends the run; `last` is this step's token message, completed into the
   // final stream message (a new one when null).
-  void Finish(FinishReason reason, const absl::Status& status,
-              fmaas::GenerationResponse* last) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Finish(FinishReason reason, absl::Status status, fmaas::GenerationResponse* last);
 
   const ResolvedParams params_;
   const RunContext context_;
@@ -85,16 +87,15 @@ class GenerationRun {
   std::string kind_ = "single";
   std::string method_ = "Generate";
   std::string correlation_id_;
-  Clock::time_point last_token_time_;  // Batcher thread only.
+  Clock::time_point last_token_time_;
 
-  absl::Mutex mu_;
-  std::deque<fmaas::GenerationResponse> outbox_ ABSL_GUARDED_BY(mu_);
-  fmaas::GenerationResponse unary_ ABSL_GUARDED_BY(mu_);
-  uint32_t generated_ ABSL_GUARDED_BY(mu_) = 0;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;  // By a stop sequence.
-  std::string stop_sequence_ ABSL_GUARDED_BY(mu_);
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::deque<fmaas::GenerationResponse> outbox_;
+  fmaas::GenerationResponse unary_;
+  uint32_t generated_ = 0;
+  bool done_ = false;
+  bool stopped_ = false;  // By a stop sequence.
+  std::string stop_sequence_;
+  absl::Status status_;
 };
 
 }  // namespace fms

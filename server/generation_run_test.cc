@@ -8,12 +8,12 @@
 #include <filesystem>
 
 #include "gtest/gtest.h"
+#include "server/spm_tokenizer.h"
 
 namespace fms {
 namespace {
 
 constexpr int32_t kEos = 2;
-const auto kNeverCancelled = [] { return false; };
 
 class GenerationRunTest : public ::testing::Test {
  protected:
@@ -21,7 +21,7 @@ class GenerationRunTest : public ::testing::Test {
     const char* models = std::getenv("FMS_TEST_MODELS");
     if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
     auto tokenizer =
-        Tokenizer::Load((std::filesystem::path(models) / "mha" / "tokenizer.model").string());
+        SpmTokenizer::Load((std::filesystem::path(models) / "mha" / "tokenizer.model").string());
     ASSERT_TRUE(tokenizer.ok());
     tokenizer_ = *std::move(tokenizer);
     context_ = {.tokenizer = tokenizer_.get(), .max_sequence_length = 64,
@@ -37,7 +37,7 @@ class GenerationRunTest : public ::testing::Test {
   // Token events for `text`'s tokens (after the prompt), the last one final.
   std::vector<SequenceEvent> Events(const std::string& text, FinishReason finish) {
     std::vector<SequenceEvent> events;
-    const auto ids = tokenizer_->Encode(text).ids;
+    const auto ids = tokenizer_->Encode(text, false)->ids;
     for (size_t i = 0; i < ids.size(); ++i) {
       events.push_back({.has_token = true, .token = ids[i],
                         .generated = static_cast<uint32_t>(i + 1)});
@@ -49,11 +49,13 @@ class GenerationRunTest : public ::testing::Test {
   std::vector<fmaas::GenerationResponse> Drain(GenerationRun& run, absl::Status* status) {
     std::vector<fmaas::GenerationResponse> messages;
     fmaas::GenerationResponse m;
-    while (run.NextMessage(kNeverCancelled, &m, status)) messages.push_back(m);
+    while (run.NextMessage(&m)) messages.push_back(m);
+    EXPECT_TRUE(run.done());
+    *status = run.Result().status();
     return messages;
   }
 
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<SpmTokenizer> tokenizer_;
   RunContext context_;
 };
 
@@ -79,7 +81,7 @@ TEST_F(GenerationRunTest, StreamShapeAndUnaryAgree) {
     EXPECT_EQ(messages[i].seed(), last ? 777u : 0u);  // Only the first and final carry it.
     EXPECT_EQ(messages[i].input_token_count(), 0u);
   }
-  auto unary = run->Wait(kNeverCancelled);
+  auto unary = run->Result();
   ASSERT_TRUE(unary.ok());
   EXPECT_EQ(unary->text(), "The king" + streamed);
   EXPECT_EQ(streamed, " went to the river");
@@ -100,7 +102,7 @@ TEST_F(GenerationRunTest, EmptyDeltasAreSuppressed) {
     EXPECT_TRUE(!m.text().empty() || m.stop_reason() != fmaas::NOT_FINISHED);
   }
   EXPECT_EQ(messages.back().stop_reason(), fmaas::EOS_TOKEN);
-  EXPECT_EQ(run->Wait(kNeverCancelled)->text(), " \xF0\x9F\x99\x82");  // EOS is not text.
+  EXPECT_EQ(run->Result()->text(), " \xF0\x9F\x99\x82");  // EOS is not text.
 }
 
 TEST_F(GenerationRunTest, StopSequenceEndsTheRunAtOnce) {
@@ -113,7 +115,7 @@ TEST_F(GenerationRunTest, StopSequenceEndsTheRunAtOnce) {
     asked_to_finish |= run->OnEvent(e);
   }
   EXPECT_TRUE(asked_to_finish);
-  auto unary = run->Wait(kNeverCancelled);
+  auto unary = run->Result();
   ASSERT_TRUE(unary.ok());
   EXPECT_EQ(unary->text(), " went to ");
   EXPECT_EQ(unary->stop_reason(), fmaas::STOP_SEQUENCE);
@@ -129,7 +131,7 @@ TEST_F(GenerationRunTest, StopSequenceOnTheLastAllowedTokenReportsMaxTokensUntru
   for (const auto& e : Events(" went to the river", FinishReason::kMaxTokens)) {
     EXPECT_FALSE(run->OnEvent(e));
   }
-  auto unary = run->Wait(kNeverCancelled);
+  auto unary = run->Result();
   ASSERT_TRUE(unary.ok());
   EXPECT_EQ(unary->stop_reason(), fmaas::MAX_TOKENS);
   EXPECT_EQ(unary->text(), " went to the river");
@@ -143,7 +145,7 @@ TEST_F(GenerationRunTest, ErrorFailsTheCallWithTgisMessage) {
   Drain(*run, &status);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnknown);
   EXPECT_EQ(status.message(), "Request failed during generation: worker 0 exited");
-  EXPECT_EQ(run->Wait(kNeverCancelled).status().code(), absl::StatusCode::kUnknown);
+  EXPECT_EQ(run->Result().status().code(), absl::StatusCode::kUnknown);
 }
 
 TEST_F(GenerationRunTest, QueuedTimeLimitEndsWithZeroTokens) {

@@ -7,6 +7,9 @@
 namespace fms {
 namespace {
 
+// How often a waiting call checks that its client is still there.
+constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
+
 std::string CorrelationId(const grpc::ServerContext& context) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("x-correlation-id");
@@ -91,13 +94,14 @@ absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
   return runs;
 }
 
-absl::StatusOr<std::vector<SequenceId>> GenerationService::Submit(const Runs& runs) {
+absl::StatusOr<std::vector<SequenceId>> GenerationService::Submit(
+    const Runs& runs, const std::shared_ptr<EventQueue>& queue) {
   std::vector<SequenceId> ids;
-  for (const auto& run : runs) {
-    Batcher* batcher = batcher_;
-    auto id = batcher_->Submit(run->request(), [run, batcher](const SequenceEvent& event) {
-      if (run->OnEvent(event)) batcher->Finish(event.id, FinishReason::kStopSequence);
-    });
+  for (size_t i = 0; i < runs.size(); ++i) {
+    // The sink outlives the call (a final event may follow a cancel): it
+    // holds the queue, never the run.
+    auto id = batcher_->Submit(runs[i]->request(),
+                               [queue, i](const SequenceEvent& event) { queue->Push(i, event); });
     if (!id.ok()) {
       for (SequenceId submitted : ids) batcher_->Cancel(submitted);
       return id.status();
@@ -105,6 +109,17 @@ absl::StatusOr<std::vector<SequenceId>> GenerationService::Submit(const Runs& ru
     ids.push_back(*id);
   }
   return ids;
+}
+
+bool GenerationService::Deliver(EventQueue& queue, const Runs& runs,
+                                const std::vector<SequenceId>& ids,
+                                grpc::ServerContext& context) {
+  for (QueuedEvent& queued : queue.Take(kCancelPoll)) {
+    if (runs[queued.input]->OnEvent(queued.event, queued.received)) {
+      batcher_->Finish(ids[queued.input], FinishReason::kStopSequence);
+    }
+  }
+  return !context.IsCancelled();
 }
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
@@ -126,17 +141,28 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
     run->set_log_context("Generate", CorrelationId(*context));
   }
   if (options_.context.metrics != nullptr) options_.context.metrics->RequestStarted(kind, n);
-  auto ids = Submit(*runs);
+  auto queue = std::make_shared<EventQueue>();
+  auto ids = Submit(*runs, queue);
   if (!ids.ok()) return ToGrpc(ids.status());
-  const auto cancelled = [context] { return context->IsCancelled(); };
-  for (size_t i = 0; i < runs->size(); ++i) {
-    auto result = (*runs)[i]->Wait(cancelled);
-    if (!result.ok()) {  // The batch fails as a whole.
-      for (SequenceId id : *ids) batcher_->Cancel(id);
-      return ToGrpc(result.status());
+  const auto cancel_all = [&] {
+    for (SequenceId id : *ids) batcher_->Cancel(id);
+  };
+  for (;;) {
+    if (!Deliver(*queue, *runs, *ids, *context)) {
+      cancel_all();
+      return grpc::Status(grpc::CANCELLED, "the client cancelled");
     }
-    *response->add_responses() = *std::move(result);
+    bool all_done = true;
+    for (const auto& run : *runs) {
+      if (run->done() && !run->Result().ok()) {  // The batch fails as a whole.
+        cancel_all();
+        return ToGrpc(run->Result().status());
+      }
+      all_done &= run->done();
+    }
+    if (all_done) break;
   }
+  for (const auto& run : *runs) *response->add_responses() = *run->Result();
   return grpc::Status::OK;
 }
 
@@ -156,17 +182,19 @@ grpc::Status GenerationService::GenerateStream(
   run.set_log_context("GenerateStream", CorrelationId(*context));
   if (options_.context.metrics != nullptr) options_.context.metrics->RequestStarted("stream", 1);
   writer->Write(run.FirstMessage());  // Right after validation, before queueing.
-  auto ids = Submit(*runs);
+  auto queue = std::make_shared<EventQueue>();
+  auto ids = Submit(*runs, queue);
   if (!ids.ok()) return ToGrpc(ids.status());
-  const auto cancelled = [context] { return context->IsCancelled(); };
   fmaas::GenerationResponse message;
-  absl::Status status;
-  while (run.NextMessage(cancelled, &message, &status)) {
-    if (!writer->Write(message)) {  // The client went away.
+  while (!run.done()) {
+    bool connected = Deliver(*queue, *runs, *ids, *context);
+    while (connected && run.NextMessage(&message)) connected = writer->Write(message);
+    if (!connected) {  // The client went away.
       batcher_->Cancel(ids->front());
       return grpc::Status(grpc::CANCELLED, "the client cancelled");
     }
   }
+  const absl::Status status = run.Result().status();
   if (!status.ok()) batcher_->Cancel(ids->front());
   return ToGrpc(status);
 }
@@ -185,20 +213,16 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
   const Clock::time_point start = Clock::now();
   int64_t total_tokens = 0;
   for (const auto& input : request->requests()) {
-    Encoding encoding = tokenizer.Encode(input.text());
-    if (tokenizer.bos_id() >= 0) {  // Special tokens get the empty offset (0, 0).
-      encoding.ids.insert(encoding.ids.begin(), tokenizer.bos_id());
-      encoding.begins.insert(encoding.begins.begin(), 0);
-      encoding.ends.insert(encoding.ends.begin(), 0);
-    }
-    const size_t count = encoding.ids.size();
-    const size_t keep = request->truncate_input_tokens() > 0
-                            ? std::min<size_t>(count, request->truncate_input_tokens())
-                            : count;
+    // The same encoding as Generate's; only Generate writes BOS over a
+    // truncated prompt's first token (GenerationRun::Create).
+    auto prompt = EncodePrompt(tokenizer, input.text(), request->truncate_input_tokens());
+    if (!prompt.ok()) return ToGrpc(prompt.status());
+    const Encoding& encoding = prompt->encoding;
     fmaas::TokenizeResponse* out = response->add_responses();
-    out->set_token_count(static_cast<uint32_t>(keep));
-    total_tokens += static_cast<int64_t>(keep);
-    for (size_t i = count - keep; i < count; ++i) {
+    const size_t count = encoding.ids.size();
+    out->set_token_count(static_cast<uint32_t>(count));
+    total_tokens += static_cast<int64_t>(count);
+    for (size_t i = 0; i < count; ++i) {
       if (request->return_tokens()) {
         out->add_tokens(std::string(tokenizer.IdToPiece(encoding.ids[i])));
       }

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "batching/batcher.h"
 #include "proto/generation.grpc.pb.h"
+#include "server/event_queue.h"
 #include "server/generation_run.h"
 #include "server/validation.h"
 
@@ -62,8 +63,14 @@ class GenerationService final : public fmaas::GenerationService::Service {
   absl::StatusOr<Runs> Prepare(const fmaas::Parameters* params,
                                const std::vector<const std::string*>& texts,
                                bool has_prefix, bool has_adapter);
-  // Submits `runs` and returns their ids.
-  absl::StatusOr<std::vector<SequenceId>> Submit(const Runs& runs);
+  // Submits `runs` and returns their ids; their events go to `queue`.
+  absl::StatusOr<std::vector<SequenceId>> Submit(const Runs& runs,
+                                                 const std::shared_ptr<EventQueue>& queue);
+  // Feeds the events queued so far (waiting briefly for one) to their runs,
+  // on this, the RPC's, thread; a stop sequence ends its sequence at the
+  // batcher's next step. False once the client has cancelled.
+  bool Deliver(EventQueue& queue, const Runs& runs, const std::vector<SequenceId>& ids,
+               grpc::ServerContext& context);
   // Takes `n` concurrency permits, all or none.
   bool Acquire(uint32_t n);
 

@@ -6,12 +6,12 @@ namespace fms {
 namespace {
 
 constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
+// Prompt tokens kept as left context: enough for any merge or leading-space
+// rule to see the real neighbour (vLLM uses 5 as well).
+constexpr size_t kContextTokens = 5;
 
-// Bytes at the end of `s` that are an incomplete character (decoded as U+FFFD).
-size_t IncompleteTail(const std::string& s) {
-  size_t n = 0;
-  while (s.size() >= n + 3 && s.compare(s.size() - n - 3, 3, kReplacement) == 0) n += 3;
-  return n;
+bool EndsIncomplete(const std::string& s) {
+  return s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0;
 }
 
 // The largest position <= pos that does not split a UTF-8 character.
@@ -22,46 +22,44 @@ size_t Utf8Boundary(const std::string& s, size_t pos) {
 
 }  // namespace
 
-TextStream::TextStream(const Tokenizer* tokenizer, int32_t last_prompt_token,
+TextStream::TextStream(const Tokenizer* tokenizer, std::span<const int32_t> prompt,
                        TextStreamOptions options)
-    : tokenizer_(tokenizer),
-      last_prompt_token_(last_prompt_token),
-      options_(std::move(options)) {
+    : tokenizer_(tokenizer), options_(std::move(options)) {
+  const size_t context = std::min(prompt.size(), kContextTokens);
+  tokens_.assign(prompt.end() - static_cast<std::ptrdiff_t>(context), prompt.end());
+  read_offset_ = tokens_.size();
   size_t longest = 0;
   for (const std::string& stop : options_.stop_sequences) longest = std::max(longest, stop.size());
   if (longest > 0 && !options_.include_stop_sequence) hold_back_ = longest - 1;
 }
 
-absl::StatusOr<std::string> TextStream::DecodeGenerated() const {
-  if (last_prompt_token_ < 0 || tokenizer_->IsControl(last_prompt_token_)) {
-    return tokenizer_->Decode(tokens_);
-  }
-  // Decode with the last prompt token in front, then drop its text.
-  std::vector<int32_t> with_context = {last_prompt_token_};
-  with_context.insert(with_context.end(), tokens_.begin(), tokens_.end());
-  auto full = tokenizer_->Decode(with_context);
-  if (!full.ok()) return full.status();
-  auto context = tokenizer_->Decode(std::vector<int32_t>{last_prompt_token_});
-  if (!context.ok()) return context.status();
-  return full->substr(std::min(context->size(), full->size()));
+absl::StatusOr<std::string> TextStream::PendingText() const {
+  const bool skip = !options_.output_special_tokens;
+  const std::span<const int32_t> all(tokens_);
+  auto before = tokenizer_->Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip);
+  if (!before.ok()) return before.status();
+  auto now = tokenizer_->Decode(all.subspan(prefix_offset_), skip);
+  if (!now.ok()) return now.status();
+  return now->size() > before->size() ? now->substr(before->size()) : std::string();
+}
+
+void TextStream::Commit(const std::string& pending) {
+  decoded_ += pending;
+  prefix_offset_ = read_offset_;
+  read_offset_ = tokens_.size();
 }
 
 absl::StatusOr<TextStream::Delta> TextStream::Add(int32_t token) {
   Delta delta;
   if (stopped_) return delta;
   const auto& eos = options_.eos_token_ids;
-  const bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
-  if (is_eos || (tokenizer_->IsControl(token) && !options_.output_special_tokens)) {
-    return delta;
-  }
+  if (std::find(eos.begin(), eos.end(), token) != eos.end()) return delta;
+  if (tokenizer_->IsSpecial(token) && !options_.output_special_tokens) return delta;
   tokens_.push_back(token);
-  if (tokenizer_->IsControl(token)) {
-    decoded_ += std::string(tokenizer_->IdToPiece(token));  // Shown as its piece.
-  } else {
-    auto decoded = DecodeGenerated();
-    if (!decoded.ok()) return decoded.status();
-    decoded_ = *std::move(decoded);
-  }
+  auto pending = PendingText();
+  if (!pending.ok()) return pending.status();
+  if (pending->empty() || EndsIncomplete(*pending)) return delta;  // Wait for more bytes.
+  Commit(*pending);
   // Stop sequences: search the part that is not released yet, plus overlap.
   for (const std::string& stop : options_.stop_sequences) {
     const size_t from = text_.size() >= stop.size() ? text_.size() - stop.size() + 1 : 0;
@@ -74,9 +72,8 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(int32_t token) {
     delta.stop_sequence = stop;
     return delta;
   }
-  const size_t held = std::max(hold_back_, IncompleteTail(decoded_));
-  const size_t releasable =
-      Utf8Boundary(decoded_, decoded_.size() > held ? decoded_.size() - held : 0);
+  const size_t releasable = Utf8Boundary(
+      decoded_, decoded_.size() > hold_back_ ? decoded_.size() - hold_back_ : 0);
   if (releasable > text_.size()) {
     delta.text = decoded_.substr(text_.size(), releasable - text_.size());
     text_ += delta.text;
@@ -84,13 +81,19 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(int32_t token) {
   return delta;
 }
 
-std::string TextStream::Uncut() {
+absl::StatusOr<std::string> TextStream::Uncut() {
   stopped_ = false;
   return Flush();
 }
 
-std::string TextStream::Flush() {
-  if (stopped_ || decoded_.size() <= text_.size()) return "";
+absl::StatusOr<std::string> TextStream::Flush() {
+  if (stopped_) return std::string();
+  if (read_offset_ < tokens_.size()) {  // The tokens of an incomplete character.
+    auto pending = PendingText();
+    if (!pending.ok()) return pending.status();
+    while (EndsIncomplete(*pending)) pending->resize(pending->size() - 3);
+    Commit(*pending);
+  }
   std::string rest = decoded_.substr(text_.size());
   text_ += rest;
   return rest;

@@ -1,18 +1,26 @@
 // TextStream: incremental detokenization of one sequence's generated tokens,
-// with TGIS's stop sequences (shared/docs/tgis-api.md sections 1.5 and 1.7).
+// with TGIS's stop sequences (docs/tgis-api.md sections 1.5 and 1.7).
 //
-// The text of the generated tokens is decoded whole, after the last prompt
-// token (so SentencePiece's leading-space rule applies as it would in the full
-// text), and released as it becomes final: never half a UTF-8 character
-// (a trailing U+FFFD from byte-fallback pieces is held back), and never text
-// that a stop sequence may still cut. Stop sequences are matched on bytes, in
-// request order; the text ends at the match (include_stop_sequence = false)
-// or after it (true). EOS tokens never reach the text.
+// Decoding is incremental, with a prefix/read offset window over the token
+// list (as vLLM's detokenizer and TGIS's decoder.rs): each new token decodes
+// only the few tokens since the last complete character, so the cost per
+// token does not grow with the sequence. The window starts on the last
+// prompt tokens, so that the first generated token decodes as it does after
+// the prompt (SentencePiece's leading space; a byte-level merge across the
+// boundary). Text is released as it becomes final: never half a UTF-8
+// character (the window waits while the decoding ends in U+FFFD), and never
+// text that a stop sequence may still cut. Stop sequences are matched on
+// bytes, in request order; the text ends at the match
+// (include_stop_sequence = false) or after it (true). EOS tokens never reach
+// the text; other special tokens only with output_special_tokens.
+//
+// Not thread-safe: one thread at a time (the RPC thread of its request).
 
 #ifndef FMS_SERVER_TEXT_STREAM_H_
 #define FMS_SERVER_TEXT_STREAM_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,15 +32,14 @@ namespace fms {
 struct TextStreamOptions {
   std::vector<std::string> stop_sequences;
   bool include_stop_sequence = true;
-  bool output_special_tokens = false;  // Keep control tokens other than EOS.
+  bool output_special_tokens = false;  // Keep special tokens other than EOS.
   std::vector<int32_t> eos_token_ids;
 };
 
 class TextStream {
  public:
-  // `last_prompt_token` gives the first generated token its left context;
-  // -1 when there is none.
-  TextStream(const Tokenizer* tokenizer, int32_t last_prompt_token,
+  // `prompt`: the request's prompt ids (its last few give the left context).
+  TextStream(const Tokenizer* tokenizer, std::span<const int32_t> prompt,
              TextStreamOptions options);
 
   struct Delta {
@@ -43,25 +50,33 @@ class TextStream {
 
   // Appends a generated token.
   absl::StatusOr<Delta> Add(int32_t token);
-  // The text held back so far (at the end of generation).
-  std::string Flush();
+  // The text held back so far (at the end of generation). A character left
+  // incomplete by the last tokens is dropped, as TGIS does.
+  absl::StatusOr<std::string> Flush();
   // Undoes a stop-sequence cut: the text after the cut, now released
   // (TGIS: a stop sequence completed on the step that also reaches
   // max_new_tokens reports MAX_TOKENS with the untruncated text).
-  std::string Uncut();
+  absl::StatusOr<std::string> Uncut();
 
   const std::string& text() const { return text_; }  // All released text.
 
  private:
-  absl::StatusOr<std::string> DecodeGenerated() const;
+  // The text that tokens_[read_offset_, end) add to the decoding of the
+  // window tokens_[prefix_offset_, read_offset_); it may end in U+FFFD.
+  absl::StatusOr<std::string> PendingText() const;
+  // Appends `pending` to decoded_ and slides the window past it.
+  void Commit(const std::string& pending);
 
   const Tokenizer* tokenizer_;
-  int32_t last_prompt_token_;
   TextStreamOptions options_;
-  std::vector<int32_t> tokens_;  // Generated, EOS and skipped specials removed.
-  std::string decoded_;          // Current decoding of tokens_.
-  std::string text_;             // Released.
-  size_t hold_back_ = 0;         // Bytes a stop sequence may still need.
+  // Context tokens of the prompt, then the generated ones (EOS and skipped
+  // special tokens left out).
+  std::vector<int32_t> tokens_;
+  size_t prefix_offset_ = 0;  // Start of the window: context for the decoding.
+  size_t read_offset_ = 0;    // Tokens before this are in decoded_.
+  std::string decoded_;       // Text of tokens_[context, read_offset_).
+  std::string text_;          // Released: a prefix of decoded_.
+  size_t hold_back_ = 0;      // Bytes a stop sequence may still need.
   bool stopped_ = false;
 };
 

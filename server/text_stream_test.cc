@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/spm_tokenizer.h"
 
 namespace fms {
 namespace {
@@ -20,7 +21,7 @@ class TextStreamTest : public ::testing::Test {
     const char* models = std::getenv("FMS_TEST_MODELS");
     if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
     auto tokenizer =
-        Tokenizer::Load((std::filesystem::path(models) / "mha" / "tokenizer.model").string());
+        SpmTokenizer::Load((std::filesystem::path(models) / "mha" / "tokenizer.model").string());
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = *std::move(tokenizer);
   }
@@ -28,12 +29,12 @@ class TextStreamTest : public ::testing::Test {
   // Streams `generated` after `prompt`; returns the deltas and the flushed end.
   std::vector<std::string> Stream(const std::string& prompt, const std::string& generated,
                                   TextStreamOptions options, TextStream::Delta* last = nullptr) {
-    const std::vector<int32_t> prompt_ids = tokenizer_->Encode(prompt).ids;
-    const std::vector<int32_t> full = tokenizer_->Encode(prompt + generated).ids;
+    const std::vector<int32_t> prompt_ids = tokenizer_->Encode(prompt, false)->ids;
+    const std::vector<int32_t> full = tokenizer_->Encode(prompt + generated, false)->ids;
     // The generated tokens are those after the prompt's (same split here).
     EXPECT_EQ(std::vector<int32_t>(full.begin(), full.begin() + prompt_ids.size()), prompt_ids);
     options.eos_token_ids = {kEos};
-    TextStream stream(tokenizer_.get(), prompt_ids.back(), options);
+    TextStream stream(tokenizer_.get(), prompt_ids, options);
     std::vector<std::string> deltas;
     std::vector<int32_t> tokens(full.begin() + prompt_ids.size(), full.end());
     tokens.push_back(kEos);
@@ -44,7 +45,7 @@ class TextStreamTest : public ::testing::Test {
       if (last != nullptr) *last = *delta;
       if (delta->stopped) return deltas;
     }
-    deltas.push_back(stream.Flush());
+    deltas.push_back(*stream.Flush());
     return deltas;
   }
 
@@ -54,7 +55,7 @@ class TextStreamTest : public ::testing::Test {
     return all;
   }
 
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<SpmTokenizer> tokenizer_;
 };
 
 TEST_F(TextStreamTest, DeltasConcatenateToTheTextWithItsLeadingSpace) {
@@ -110,21 +111,64 @@ TEST_F(TextStreamTest, HoldBackNeverSplitsACharacter) {
 TEST_F(TextStreamTest, OutputSpecialTokensShowsControlTokensButNeverEos) {
   const int32_t bos = tokenizer_->bos_id();
   for (const bool show : {false, true}) {
-    TextStream stream(tokenizer_.get(), -1,
+    TextStream stream(tokenizer_.get(), {},
                       {.output_special_tokens = show, .eos_token_ids = {kEos}});
     std::string text;
     for (int32_t token : {bos, kEos}) text += stream.Add(token)->text;
-    text += stream.Flush();
+    text += *stream.Flush();
     EXPECT_EQ(text, show ? "<s>" : "") << show;
   }
 }
 
 TEST_F(TextStreamTest, EosIsNeverText) {
-  TextStream stream(tokenizer_.get(), -1, {.eos_token_ids = {kEos}});
+  TextStream stream(tokenizer_.get(), {}, {.eos_token_ids = {kEos}});
   auto delta = stream.Add(kEos);
   ASSERT_TRUE(delta.ok());
   EXPECT_EQ(delta->text, "");
-  EXPECT_EQ(stream.Flush(), "");
+  EXPECT_EQ(*stream.Flush(), "");
+}
+
+}  // namespace
+}  // namespace fms
+
+namespace fms {
+namespace {
+
+// Byte-level BPE (tokenizer.json): an emoji the corpus never saw is four byte
+// tokens, each alone an incomplete character.
+TEST(ByteLevelTextStreamTest, PartialBytesArriveAsWholeCharactersAndMatchTheFullDecode) {
+  const char* models = std::getenv("FMS_TEST_MODELS");
+  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::string prompt = "The king";
+  const std::string generated = " went \xF0\x9F\x99\x82 to \xE6\x97\xA5\xE6\x9C\xAC the river";
+  const auto prompt_ids = (*tokenizer)->Encode(prompt, true)->ids;
+  const auto ids = (*tokenizer)->Encode(generated, false)->ids;
+  TextStream stream(tokenizer->get(), prompt_ids, {.eos_token_ids = {kEos}});
+  std::string joined;
+  for (int32_t id : ids) {
+    auto delta = stream.Add(id);
+    ASSERT_TRUE(delta.ok());
+    EXPECT_EQ(delta->text.find("\xEF\xBF\xBD"), std::string::npos) << "half a character";
+    joined += delta->text;
+  }
+  joined += *stream.Flush();
+  EXPECT_EQ(joined, *(*tokenizer)->Decode(ids, true));
+  EXPECT_EQ(joined, generated);
+}
+
+TEST(ByteLevelTextStreamTest, AnIncompleteCharacterAtTheEndIsDropped) {
+  const char* models = std::getenv("FMS_TEST_MODELS");
+  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const auto ids = (*tokenizer)->Encode(" ok \xF0\x9F\x99\x82", false)->ids;
+  TextStream stream(tokenizer->get(), {}, {});
+  std::string text;
+  for (size_t i = 0; i + 1 < ids.size(); ++i) text += stream.Add(ids[i])->text;  // 3 of 4 bytes.
+  text += *stream.Flush();
+  EXPECT_EQ(text, " ok ");  // TGIS trims the trailing U+FFFD.
 }
 
 }  // namespace

@@ -18,7 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "proto/generation.grpc.pb.h"
-#include "server/tokenizer.h"
+#include "server/spm_tokenizer.h"
 #include "spdlog/spdlog.h"
 
 namespace fms {
@@ -63,27 +63,27 @@ void ExpectTorchWorks() {
 }
 
 void ExpectTrainedTokenizerRoundTrips() {
-  auto tokenizer = Tokenizer::Load(TrainTokenizer());
+  auto tokenizer = SpmTokenizer::Load(TrainTokenizer());
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const Tokenizer& tok = **tokenizer;
+  const SpmTokenizer& tok = **tokenizer;
   EXPECT_GE(tok.vocab_size(), 259);  // 3 specials + 256 byte pieces at least.
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
   for (const std::string text : {"hello world", "the lazy fox 🙂 jumps"}) {
-    const Encoding encoding = tok.Encode(text);
+    const Encoding encoding = *tok.Encode(text, false);
     ASSERT_FALSE(encoding.ids.empty());
     EXPECT_EQ(encoding.ends.back(), text.size()) << text;
-    auto decoded = tok.Decode(encoding.ids);
+    auto decoded = tok.Decode(encoding.ids, true);
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     EXPECT_EQ(*decoded, text);
   }
   // The emoji is not in the corpus: it must come back as four byte pieces.
-  const Encoding emoji = tok.Encode("🙂");
+  const Encoding emoji = *tok.Encode("🙂", false);
   int byte_pieces = 0;
   for (int32_t id : emoji.ids) byte_pieces += tok.IsByte(id) ? 1 : 0;
   EXPECT_EQ(byte_pieces, 4);
   EXPECT_EQ(tok.IdToPiece(emoji.ids.back()), "<0x82>");
-  EXPECT_FALSE(tok.Decode(std::vector<int32_t>{tok.vocab_size()}).ok());
+  EXPECT_FALSE(tok.Decode(std::vector<int32_t>{tok.vocab_size()}, true).ok());
 }
 
 class ModelInfoOnly final : public fmaas::GenerationService::Service {
@@ -141,13 +141,13 @@ TEST(SmokeTest, Llama2TokenizerFromSharedData) {
                  << " (set FMS_SHARED_DIR to the shared/ folder)";
   }
   ExpectTorchWorks();  // LibTorch loaded and used before the shim.
-  auto tokenizer = Tokenizer::Load(path.string());
+  auto tokenizer = SpmTokenizer::Load(path.string());
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ((*tokenizer)->vocab_size(), 32000);
-  EXPECT_EQ((*tokenizer)->Encode("Hello world").ids,
+  EXPECT_EQ((*tokenizer)->Encode("Hello world", false)->ids,
             (std::vector<int32_t>{15043, 3186}));
   EXPECT_EQ((*tokenizer)->IdToPiece(15043), "▁Hello");
-  auto text = (*tokenizer)->Decode(std::vector<int32_t>{15043, 3186});
+  auto text = (*tokenizer)->Decode(std::vector<int32_t>{15043, 3186}, true);
   ASSERT_TRUE(text.ok());
   EXPECT_EQ(*text, "Hello world");
 }

@@ -10,7 +10,7 @@ a wrong RoPE convention changes the logits clearly.
   make_test_models.py --out DIR [--seed 0] [--only mha,gqa1]
 
 writes DIR/<variant>/{config.json, generation_config.json, *.safetensors,
-tokenizer.model} for each variant in VARIANTS.
+tokenizer.model or tokenizer.json} for each variant in VARIANTS.
 """
 
 import argparse
@@ -21,6 +21,8 @@ import sys
 import tempfile
 
 import torch
+
+import hf_tokenizer_fixtures
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -62,6 +64,9 @@ VARIANTS = {
     "tied": ({"tie_word_embeddings": True}, {}),
     "bf16": ({"num_key_value_heads": 2}, {"dtype": torch.bfloat16}),
     "sharded": ({"num_key_value_heads": 2}, {"max_shard_size": "400KB"}),  # 2 files
+    # A byte-level BPE tokenizer.json (SmolLM2-like: ChatML specials, no BOS,
+    # <|im_end|> = 2 is EOS) instead of tokenizer.model.
+    "bytebpe": ({}, {"tokenizer": "hf"}),
 }
 
 WORDS = (
@@ -121,6 +126,17 @@ def train_tokenizer(out_dir, seed):
         dst.write(data)
 
 
+def train_hf_tokenizer(out_dir, seed):
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        write_corpus(corpus, seed)
+        with open(corpus, encoding="utf-8") as f:
+            lines = f.readlines()
+    tokenizer = hf_tokenizer_fixtures.byte_level_bpe(
+        lines, VOCAB, hf_tokenizer_fixtures.CHATML_SPECIALS)
+    hf_tokenizer_fixtures.write_tokenizer(tokenizer, out_dir, bos="<|im_start|>", eos="<|im_end|>")
+
+
 def randomize(model, seed):
     """Realistic magnitudes: unit-ish activations, norms around 1."""
     gen = torch.Generator().manual_seed(seed)
@@ -149,7 +165,10 @@ def write_variant(out_root, name, seed):
         out_dir, max_shard_size=save.get("max_shard_size", "1GB")
     )
     GenerationConfig(bos_token_id=1, eos_token_id=[2]).save_pretrained(out_dir)
-    train_tokenizer(out_dir, seed)
+    if save.get("tokenizer") == "hf":
+        train_hf_tokenizer(out_dir, seed)
+    else:
+        train_tokenizer(out_dir, seed)
 
 
 def main():
