@@ -21,6 +21,17 @@ def cache_dir():
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct converted for fms-server (bfloat16 safetensors),
+    made by tools/fetch_model (tools/test runs it and sets FMS_SMOLLM2_DIR)."""
+    if os.environ.get("FMS_SMOLLM2_DIR"):
+        return pathlib.Path(os.environ["FMS_SMOLLM2_DIR"])
+    out = subprocess.run([str(ROOT / "tools" / "fetch_model")], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return pathlib.Path(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
 def test_models():
     """Directory of the tiny test checkpoints, generated once per script version
     (tools/test makes them first and sets FMS_TEST_MODELS)."""
@@ -28,7 +39,8 @@ def test_models():
         return pathlib.Path(os.environ["FMS_TEST_MODELS"])
     script = ROOT / "tools" / "make_test_models.py"
     key = hashlib.sha256(
-        script.read_bytes() + (ROOT / "tools" / "requirements.txt").read_bytes()
+        script.read_bytes() + (ROOT / "tools" / "hf_tokenizer_fixtures.py").read_bytes()
+        + (ROOT / "tools" / "requirements.txt").read_bytes()
     ).hexdigest()[:16]
     out = cache_dir() / "test-models" / key
     if not (out / ".complete").exists():

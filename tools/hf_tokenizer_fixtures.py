@@ -53,3 +53,18 @@ def write_tokenizer(tokenizer, out_dir, bos, eos):
               "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 8192}
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
         json.dump(config, f, indent=2)
+
+
+def llama2_from_sentencepiece(model_path):
+    """LLaMa 2's tokenizer.json form of a SentencePiece tokenizer.model:
+    Metaspace pre-tokenizer, BPE with byte fallback, "<s>" added in front."""
+    from tokenizers.models import BPE
+    from transformers import LlamaTokenizer
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    pieces = SentencePieceExtractor(model_path).extract(BPE)
+    tokenizer = LlamaTokenizer(vocab=pieces["vocab"], merges=pieces["merges"]).backend_tokenizer
+    bos_id = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)])
+    return tokenizer
