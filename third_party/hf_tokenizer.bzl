@@ -49,11 +49,12 @@ def _cargo(rctx):
 
 def _hf_tokenizer_impl(rctx):
     files = [rctx.path(Label(f)) for f in _CRATE_FILES]
-    res = rctx.execute(["sha256sum"] + [str(f) for f in files])
+    # The same key as tools/test's `cargo test`, which so reuses this build.
+    res = rctx.execute(["sh", "-c", 'cat "$@" | sha256sum | cut -c1-16', "sh"] +
+                       [str(f) for f in files])
     if res.return_code != 0:
-        fail("sha256sum failed: " + res.stderr)
-    key = rctx.execute(["sh", "-c", "echo \"$0\" | sed 's/ .*//' | sha256sum | cut -c1-16",
-                        res.stdout]).stdout.strip()
+        fail("hashing the crate failed: " + res.stderr)
+    key = res.stdout.strip()
     target = "%s/hf-tokenizer/%s" % (_cache_dir(rctx), key)
     manifest = str(files[0])
     rctx.report_progress("cargo build --locked --release (server/hf_tokenizer)")
