@@ -1,5 +1,5 @@
 // GenerationRun: one input of a Generate or GenerateStream call, from its text
-// to its responses (docs/tgis-api.md sections 1.5-1.9): built from the text
+// to its responses (shared/docs/tgis-api.md sections 1.5-1.9): built from the text
 // (tokenize, truncate, validate lengths, seed), fed the sequence's events
 // (detokenize, stop sequences, token details), read back as TGIS messages.
 //

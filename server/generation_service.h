@@ -1,6 +1,8 @@
 // The fmaas.GenerationService gRPC service: Generate, GenerateStream,
-// Tokenize and ModelInfo with TGIS semantics, over a Batcher. The only place
-// where absl::Status becomes grpc::Status.
+// Tokenize and ModelInfo with TGIS semantics, over a Batcher. The front end's
+// only place where absl::Status becomes grpc::Status. Each RPC's text work
+// (detokenization, stop sequences) runs on the RPC's own thread: the batcher
+// thread only queues events (EventQueue).
 
 #ifndef FMS_SERVER_GENERATION_SERVICE_H_
 #define FMS_SERVER_GENERATION_SERVICE_H_

@@ -1,5 +1,5 @@
 // TextStream: incremental detokenization of one sequence's generated tokens,
-// with TGIS's stop sequences (docs/tgis-api.md sections 1.5 and 1.7).
+// with TGIS's stop sequences (shared/docs/tgis-api.md sections 1.5 and 1.7).
 //
 // Decoding is incremental, with a prefix/read offset window over the token
 // list (as vLLM's detokenizer and TGIS's decoder.rs): each new token decodes

@@ -5,6 +5,7 @@ texts and logprobs, alone and 16 at once; EOS; streaming; special-token
 strings in the request text."""
 
 import concurrent.futures
+import json
 import math
 
 import grpc
@@ -13,20 +14,12 @@ import torch
 from google.protobuf import json_format
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import ROOT
 from server_harness import assert_stream_matches_unary, start_server, wait_ready
 
 MAX_NEW = 64
 EOS = 2  # <|im_end|>
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "List three prime numbers greater than 100.",
-    "Explain what a hash table is in one sentence.",
-    "Translate 'good morning' into Spanish and German.",
-    "Once upon a time, in a small village by the mountains,",
-    "def fibonacci(n):",
-    "The 3 most important inventions of the 20th century are",
-]
+PROMPTS = json.loads((ROOT / "tests" / "cases" / "real_model_prompts.json").read_text())["prompts"]
 TOLERANCE = 1e-3  # On logprobs (issue 10).
 
 
