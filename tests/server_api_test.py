@@ -189,6 +189,20 @@ def test_truncate_input_tokens_with_input_echo(pb, stub):
     assert unary.input_tokens[0].text == "<s>"  # The first kept position becomes BOS.
 
 
+def test_truncation_differs_between_generate_and_tokenize_as_in_tgis(pb, stub):
+    # One prompt encoder (server/tokenizer.h EncodePrompt) serves both; only
+    # Generate writes BOS over the first kept token (TGIS, tgis-api.md 1.10).
+    text = "the old king went down to the river"
+    request = pb[0].BatchedTokenizeRequest(requests=[pb[0].TokenizeRequest(text=text)],
+                                           return_tokens=True)
+    full = list(stub.Tokenize(request).responses[0].tokens)
+    request.truncate_input_tokens = 4
+    assert list(stub.Tokenize(request).responses[0].tokens) == full[-4:]
+    unary = generate(pb, stub, text, truncateInputTokens=4, stopping={"maxNewTokens": 1},
+                     response={"inputTokens": True})
+    assert [t.text for t in unary.input_tokens] == ["<s>"] + full[-3:]
+
+
 def test_emoji_output_input_echo_and_stop_sequence(pb, stub):
     text = "Smile \U0001F642 and caf\u00e9"
     unary, _ = assert_stream_matches_unary(pb, stub, text, stopping={"maxNewTokens": 8},

@@ -108,15 +108,18 @@ def main():
                                          stdout=subprocess.PIPE, text=True).stdout.split()[-1]
     texts = cases()
     ours = serve(model, texts, args.max_new)
-    for name, dtype in (("transformers bf16", torch.bfloat16), ("transformers fp32", torch.float32)):
-        shared, worst = compare(ours, reference(model, dtype, texts, args.max_new))
+    hf_bf16 = reference(model, torch.bfloat16, texts, args.max_new)
+    hf_fp32 = reference(model, torch.float32, texts, args.max_new)
+    for name, a, b in (("fms-server bf16 vs transformers bf16", ours, hf_bf16),
+                       ("fms-server bf16 vs transformers fp32", ours, hf_fp32),
+                       ("transformers bf16 vs transformers fp32 (for scale)", hf_bf16, hf_fp32)):
+        shared, worst = compare(a, b)
         whole = sum(s[2] for s in shared)
-        leading = ", ".join(str(s[0]) for s in shared)
-        print(f"fms-server bf16 vs {name}: identical sequences {whole}/{len(texts)}; "
-              f"leading tokens shared per case [{leading}] "
+        leading = ", ".join(f"{s[0]}/{s[1]}" for s in shared)
+        print(f"{name}: identical sequences {whole}/{len(texts)}; "
+              f"leading tokens shared/reference length per case [{leading}] "
               f"(min {min(s[0] for s in shared)}, mean {sum(s[0] for s in shared) / len(shared):.1f}); "
               f"max |logprob diff| over shared tokens {worst:.3g}")
-
 
 if __name__ == "__main__":
     main()

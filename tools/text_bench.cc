@@ -7,10 +7,13 @@
 //    matches (the search runs on every token), against the baseline that
 //    decodes every generated token again for each new one (the TextStream
 //    before issue 10).
-// 2. The batcher's loop at N running sequences over a zero-cost FakeEngine:
-//    microseconds per step when each sink detokenizes on the batcher thread
-//    (before) and when it only queues the event for the request's own thread
-//    (now, EventQueue), which does the text work.
+// 2. The batcher's loop at N running sequences over a zero-cost FakeEngine,
+//    with one waiting thread per request as in gRPC's sync server, in four
+//    set-ups (Mode): no text work at all (the floor); the design before
+//    issue 10 (every token's sink re-decodes the whole generated text on the
+//    batcher thread, then wakes the request's thread); incremental decoding
+//    still on the batcher thread; and now (the sink only queues the event;
+//    the request's thread decodes incrementally).
 // Prints one JSON object per line.
 
 #include <atomic>
@@ -89,10 +92,20 @@ struct LoopResult {
   double all_text_us_per_step = 0;  // Until every request's text is done.
 };
 
-// `inline_text`: the sink detokenizes on the batcher thread (before); else it
-// queues and one thread per request (as gRPC's sync server) does the text.
-LoopResult BatcherLoop(const Tokenizer& tokenizer, int64_t sequences, int64_t steps,
-                       bool inline_text) {
+enum class Mode { kNoText, kRedecodeOnBatcher, kIncrementalOnBatcher, kNow };
+
+const char* ModeName(Mode mode) {
+  switch (mode) {
+    case Mode::kNoText: return "no text work (floor)";
+    case Mode::kRedecodeOnBatcher: return "before: re-decode all, batcher thread";
+    case Mode::kIncrementalOnBatcher: return "incremental, batcher thread";
+    case Mode::kNow: return "now: incremental, request threads";
+  }
+  return "";
+}
+
+// One thread per request waits for its events (as gRPC's sync server does).
+LoopResult BatcherLoop(const Tokenizer& tokenizer, int64_t sequences, int64_t steps, Mode mode) {
   const int64_t prompt = 16, block_size = 16;
   FakeEngine engine({.num_blocks = sequences * ((prompt + steps) / block_size + 2),
                      .block_size = block_size, .vocab_size = tokenizer.vocab_size()});
@@ -113,24 +126,24 @@ LoopResult BatcherLoop(const Tokenizer& tokenizer, int64_t sequences, int64_t st
     TextStream* stream = streams.back().get();
     auto queue = std::make_shared<EventQueue>();
     queues.push_back(queue);
-    EventSink sink = [&, stream, queue](const SequenceEvent& event) {
-      if (inline_text) {
-        if (event.has_token) (void)stream->Add(event.token);
-      } else {
-        queue->Push(0, event);
+    auto generated = std::make_shared<std::vector<int32_t>>();
+    EventSink sink = [&, stream, queue, generated](const SequenceEvent& event) {
+      if (event.has_token && mode == Mode::kIncrementalOnBatcher) (void)stream->Add(event.token);
+      if (event.has_token && mode == Mode::kRedecodeOnBatcher) {
+        generated->push_back(event.token);
+        (void)tokenizer.Decode(*generated, true);
       }
+      queue->Push(0, event);
       if (event.finish != FinishReason::kNotFinished && --open == 0) batcher_done.Notify();
     };
-    if (!inline_text) {
-      readers.emplace_back([stream, queue] {
-        for (bool done = false; !done;) {
-          for (const QueuedEvent& q : queue->Take(absl::Milliseconds(50))) {
-            if (q.event.has_token) (void)stream->Add(q.event.token);
-            done |= q.event.finish != FinishReason::kNotFinished;
-          }
+    readers.emplace_back([stream, queue, mode] {
+      for (bool done = false; !done;) {
+        for (const QueuedEvent& q : queue->Take(absl::Milliseconds(50))) {
+          if (mode == Mode::kNow && q.event.has_token) (void)stream->Add(q.event.token);
+          done |= q.event.finish != FinishReason::kNotFinished;
         }
-      });
-    }
+      }
+    });
     if (!batcher.Submit(request, sink).ok()) std::abort();
   }
   batcher_done.WaitForNotification();
@@ -158,10 +171,10 @@ int Run(int argc, char** argv) {
     return 1;
   }
   PerTokenCost(**tokenizer);
-  for (bool inline_text : {true, false}) {
-    const LoopResult r = BatcherLoop(**tokenizer, sequences, steps, inline_text);
-    std::cout << nlohmann::json{{"bench", "batcher_loop"},
-                                {"text_on", inline_text ? "batcher thread" : "request threads"},
+  for (Mode mode : {Mode::kNoText, Mode::kRedecodeOnBatcher, Mode::kIncrementalOnBatcher,
+                    Mode::kNow}) {
+    const LoopResult r = BatcherLoop(**tokenizer, sequences, steps, mode);
+    std::cout << nlohmann::json{{"bench", "batcher_loop"}, {"mode", ModeName(mode)},
                                 {"sequences", sequences}, {"steps", steps},
                                 {"batcher_us_per_step", r.batcher_us_per_step},
                                 {"until_all_text_us_per_step", r.all_text_us_per_step}}
