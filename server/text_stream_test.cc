@@ -173,3 +173,26 @@ TEST(ByteLevelTextStreamTest, AnIncompleteCharacterAtTheEndIsDropped) {
 
 }  // namespace
 }  // namespace fms
+
+namespace fms {
+namespace {
+
+TEST(ByteLevelTextStreamTest, OutputSpecialTokensShowsThemButNeverEos) {
+  const char* models = std::getenv("FMS_TEST_MODELS");
+  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const auto ids = (*tokenizer)->Encode("<|im_start|>hi<|im_end|>", false)->ids;
+  ASSERT_EQ(ids.front(), 1);
+  ASSERT_EQ(ids.back(), kEos);
+  for (const bool show : {false, true}) {
+    TextStream stream(tokenizer->get(), {}, {.output_special_tokens = show, .eos_token_ids = {kEos}});
+    std::string text;
+    for (int32_t id : ids) text += stream.Add(id)->text;
+    text += *stream.Flush();
+    EXPECT_EQ(text, show ? "<|im_start|>hi" : "hi") << show;
+  }
+}
+
+}  // namespace
+}  // namespace fms
