@@ -1,8 +1,6 @@
-// The fms-server process: loads the model, starts the batcher and the gRPC
-// server, and serves until SIGTERM or SIGINT, then drains.
-//
-// Until the worker processes exist (sharding/), the model runs in this process
-// through LlamaEngine, as architecture.md allows.
+// The fms-server process, its composition root: TLS credentials, the Backend
+// (server/backend.h: tokenizer, fms-worker processes, batcher), the gRPC and
+// HTTP servers, health, and the SIGTERM drain. Serves until SIGTERM or SIGINT.
 
 #ifndef FMS_SERVER_APP_H_
 #define FMS_SERVER_APP_H_
