@@ -1,8 +1,21 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+
 #include "model/forward_batch.h"
 
 namespace fms {
+
+int64_t KvPoolBlocks(const KvPoolBudget& budget, int64_t num_layers, int64_t kv_heads,
+                     int64_t head_dim, int64_t element_bytes) {
+  const int64_t per_sequence =
+      (budget.max_sequence_length + budget.block_size - 1) / budget.block_size;
+  // Keys and values, every layer.
+  const double block_bytes = 2.0 * static_cast<double>(num_layers * kv_heads * head_dim *
+                                                       budget.block_size * element_bytes);
+  const auto affordable = static_cast<int64_t>(static_cast<double>(budget.budget_bytes) / block_bytes);
+  return std::max(per_sequence, std::min(per_sequence * budget.max_batch_size, affordable));
+}
 
 KvCache::KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim,
                  const KvCacheOptions& options,

@@ -17,6 +17,23 @@ struct KvCacheOptions {
   int64_t block_size = 16;  // Token positions per block.
 };
 
+// What a rank's pool is sized for: `max_batch_size` sequences of
+// `max_sequence_length` tokens, within `budget_bytes` of keys and values, but
+// always at least one full-length sequence. The worker that owns the pool
+// sizes it (it knows its dtype, device and kv heads); the scheduler learns
+// the count from EngineInfo.
+struct KvPoolBudget {
+  int64_t max_sequence_length = 0;
+  int64_t max_batch_size = 1;
+  int64_t budget_bytes = int64_t{4} << 30;
+  int64_t block_size = 16;
+};
+
+// Blocks per layer for a rank holding `kv_heads` heads of `head_dim` over
+// `num_layers` layers, with `element_bytes` per cached value.
+int64_t KvPoolBlocks(const KvPoolBudget& budget, int64_t num_layers, int64_t kv_heads,
+                     int64_t head_dim, int64_t element_bytes);
+
 class KvCache {
  public:
   KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim,

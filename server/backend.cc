@@ -12,25 +12,7 @@
 namespace fms {
 namespace {
 
-constexpr int64_t kBlockSize = 16;
-constexpr double kKvBudgetBytes = 4.0 * (1 << 30);  // Upper bound for the KV pool.
-
-int64_t DtypeBytes(const std::string& name) {
-  return name == "bfloat16" || name == "float16" ? 2 : 4;
-}
-
-// Blocks per sequence at max_sequence_length, times the batch size, within
-// the KV budget; at least one full-length sequence.
-int64_t KvBlocks(const LlamaConfig& c, int64_t dtype_bytes, int64_t max_seq, int64_t batch,
-                 int64_t shards) {
-  const int64_t per_seq = (max_seq + kBlockSize - 1) / kBlockSize;
-  // Each rank holds its kv heads (tensor_parallel.h): split, or one replicated.
-  const int64_t kv_heads = std::max<int64_t>(1, c.num_kv_heads / shards);
-  const double block_bytes =
-      2.0 * c.num_layers * kv_heads * c.head_dim * kBlockSize * dtype_bytes;
-  const auto budget = static_cast<int64_t>(kKvBudgetBytes / block_bytes);
-  return std::max(per_seq, std::min(per_seq * batch, budget));
-}
+constexpr int64_t kBlockSize = 16;  // KV positions per block.
 
 }  // namespace
 
@@ -50,8 +32,6 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
   }
   const uint32_t max_seq = config.max_sequence_length.value_or(
       static_cast<uint32_t>(backend->model.max_position_embeddings));
-  backend->kv_blocks = KvBlocks(backend->model, DtypeBytes(config.dtype_str), max_seq,
-                                config.max_batch_size, config.num_shard);
   backend->options.limits = {.max_new_tokens = std::min(config.max_new_tokens, max_seq - 1),
                              .max_sequence_length = max_seq,
                              .default_include_stop_seqs = config.default_include_stop_seqs};
@@ -65,7 +45,8 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
        .num_shard = static_cast<int>(config.num_shard), .socket_dir = backend->socket_dir,
        .socket_prefix = config.shard_uds_path,
        .dtype = config.dtype_str.empty() ? "float32" : config.dtype_str,
-       .kv_blocks = backend->kv_blocks, .block_size = kBlockSize,
+       .max_sequence_length = max_seq, .max_batch_size = config.max_batch_size,
+       .block_size = kBlockSize,
        .master_addr = config.master_addr, .master_port = static_cast<int>(config.master_port)});
   if (!workers.ok()) return workers.status();
   backend->workers = *std::move(workers);
@@ -77,13 +58,15 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
   auto engine = RemoteEngine::Connect(b.workers->sockets());
   if (!engine.ok()) return engine.status();
   b.engine = *std::move(engine);
+  const EngineInfo info = b.engine->Info();
+  b.kv_blocks = info.num_blocks;  // The workers size their own pools.
   const uint32_t max_seq = b.options.limits.max_sequence_length;
   b.metrics = std::make_unique<ServerMetrics>(
       MetricsLimits{.max_sequence_length = max_seq,
                     .max_new_tokens = b.options.limits.max_new_tokens,
                     .kv_blocks = b.kv_blocks});
   // config.json's and generation_config.json's EOS ids, and the tokenizer's.
-  std::vector<int32_t> eos = b.engine->Info().eos_token_ids;
+  std::vector<int32_t> eos = info.eos_token_ids;
   const int32_t tokenizer_eos = b.tokenizer->eos_id();
   if (tokenizer_eos >= 0 && std::find(eos.begin(), eos.end(), tokenizer_eos) == eos.end()) {
     eos.push_back(tokenizer_eos);
@@ -92,8 +75,8 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
       b.engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
                                       .max_tokens_per_step = 512,
                                       .max_waiting_tokens = config.max_waiting_tokens,
-                                      .num_blocks = b.kv_blocks,
-                                      .block_size = kBlockSize,
+                                      .num_blocks = info.num_blocks,
+                                      .block_size = info.block_size,
                                       .eos_token_ids = eos},
       b.metrics.get());
   b.options.context = {.tokenizer = b.tokenizer.get(), .max_sequence_length = max_seq,

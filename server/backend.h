@@ -41,7 +41,7 @@ struct Backend {
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<Batcher> batcher;
   GenerationServiceOptions options;
-  int64_t kv_blocks = 0;
+  int64_t kv_blocks = 0;  // As the workers sized their pools (EngineInfo).
 
   ~Backend() {
     batcher.reset();  // Stops stepping before the workers go.

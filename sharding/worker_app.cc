@@ -32,7 +32,9 @@ absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv) {
     else if (flag == "--rank") ok = absl::SimpleAtoi(value, &o.rank);
     else if (flag == "--world-size") ok = absl::SimpleAtoi(value, &o.world_size);
     else if (flag == "--threads") ok = absl::SimpleAtoi(value, &o.threads);
-    else if (flag == "--kv-blocks") ok = absl::SimpleAtoi(value, &o.kv_blocks);
+    else if (flag == "--max-sequence-length") ok = absl::SimpleAtoi(value, &o.max_sequence_length);
+    else if (flag == "--max-batch-size") ok = absl::SimpleAtoi(value, &o.max_batch_size);
+    else if (flag == "--kv-budget-bytes") ok = absl::SimpleAtoi(value, &o.kv_budget_bytes);
     else if (flag == "--block-size") ok = absl::SimpleAtoi(value, &o.block_size);
     else return absl::InvalidArgumentError(absl::StrCat("unknown flag ", flag));
     if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad value for ", flag, ": ", value));
@@ -92,8 +94,16 @@ int RunWorker(const WorkerOptions& options) {
   auto model = LlamaModel::Load(
       options.model, {.dtype = dtype, .device = *device, .collectives = group.get()});
   if (!model.ok()) return Fail(options, model.status());
-  LlamaEngine engine(*std::move(model),
-                     {.num_blocks = options.kv_blocks, .block_size = options.block_size});
+  const LlamaConfig& config = (*model)->config();
+  const int64_t blocks = KvPoolBlocks(
+      {.max_sequence_length = options.max_sequence_length > 0 ? options.max_sequence_length
+                                                               : config.max_position_embeddings,
+       .max_batch_size = options.max_batch_size,
+       .budget_bytes = options.kv_budget_bytes,
+       .block_size = options.block_size},
+      config.num_layers, (*model)->layout().kv_heads, config.head_dim,
+      static_cast<int64_t>(c10::elementSize(dtype)));
+  LlamaEngine engine(*std::move(model), {.num_blocks = blocks, .block_size = options.block_size});
   WorkerService service(&engine, options.rank, options.world_size);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + options.socket, grpc::InsecureServerCredentials());

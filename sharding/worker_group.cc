@@ -102,7 +102,8 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
         options.worker_binary, "--model", options.model, "--socket", socket,
         "--rank", absl::StrCat(rank), "--world-size", absl::StrCat(options.num_shard),
         "--threads", absl::StrCat(threads), "--dtype", options.dtype,
-        "--kv-blocks", absl::StrCat(options.kv_blocks), "--block-size",
+        "--max-sequence-length", absl::StrCat(options.max_sequence_length),
+        "--max-batch-size", absl::StrCat(options.max_batch_size), "--block-size",
         absl::StrCat(options.block_size), "--master-addr", options.master_addr,
         "--master-port", absl::StrCat(options.master_port)};
     std::vector<std::string> env = WorkerEnvironment(threads);

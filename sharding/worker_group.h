@@ -28,7 +28,9 @@ struct WorkerGroupOptions {
   // <socket_dir>/rank-<r>.sock.
   std::string socket_prefix;
   std::string dtype = "float32";
-  int64_t kv_blocks = 256;
+  // What each worker sizes its KV pool for (sharding/worker_app.h).
+  int64_t max_sequence_length = 0;  // 0: the model's max_position_embeddings.
+  int64_t max_batch_size = 16;
   int64_t block_size = 16;
   // MASTER_ADDR / MASTER_PORT: the ranks' rendezvous (NUM_SHARD > 1).
   std::string master_addr = "localhost";

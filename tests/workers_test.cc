@@ -22,7 +22,7 @@
 namespace fms {
 namespace {
 
-constexpr int64_t kBlocks = 40;
+constexpr int64_t kBlocks = 40;  // The worker sizes its pool: 4 sequences of 40 / 4 blocks.
 
 std::string Model(const char* variant) {
   const char* root = std::getenv("FMS_TEST_MODELS");
@@ -48,7 +48,8 @@ std::unique_ptr<WorkerGroup> StartGroup(const std::string& model, const std::str
   auto binary = FindWorkerBinary();
   EXPECT_TRUE(binary.ok()) << binary.status();
   auto group = WorkerGroup::Start({.worker_binary = *binary, .model = model, .num_shard = 1,
-                                   .socket_dir = dir, .kv_blocks = kBlocks, .block_size = 4});
+                                   .socket_dir = dir, .max_sequence_length = 40,
+                                   .max_batch_size = 4, .block_size = 4});
   EXPECT_TRUE(group.ok()) << group.status();
   return group.ok() ? *std::move(group) : nullptr;
 }
