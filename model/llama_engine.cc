@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "batching/check.h"
 #include "model/sampling.h"
 
 namespace fms {
@@ -41,13 +42,26 @@ void LlamaEngine::AddPromptDetails(Sequence& seq, int64_t first, const at::Tenso
   }
 }
 
+LlamaEngine::Sequence& LlamaEngine::Known(SequenceId id) {
+  auto it = sequences_.find(id);
+  FMS_CHECK(it != sequences_.end(), "the plan names a sequence this worker does not hold");
+  return it->second;
+}
+
 absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
-  for (SequenceId id : plan.finished) sequences_.erase(id);
-  for (SequenceId id : plan.preempted) sequences_.at(id).blocks.clear();
-  for (const NewSequence& s : plan.new_sequences) sequences_[s.id].spec = s;
+  // The plan comes from our own scheduler: a plan that contradicts what this
+  // worker holds is a bug, and crashes the worker (the group restarts).
+  for (SequenceId id : plan.finished) {
+    FMS_CHECK(sequences_.erase(id) == 1, "the plan finishes a sequence this worker does not hold");
+  }
+  for (SequenceId id : plan.preempted) Known(id).blocks.clear();
+  for (const NewSequence& s : plan.new_sequences) {
+    FMS_CHECK(sequences_.emplace(s.id, Sequence{.spec = s}).second,
+              "the plan sends a sequence twice");
+  }
   ForwardBatch batch;
   for (const ScheduledChunk& c : plan.chunks) {
-    Sequence& seq = sequences_.at(c.id);
+    Sequence& seq = Known(c.id);
     seq.blocks.insert(seq.blocks.end(), c.new_blocks.begin(), c.new_blocks.end());
     batch.token_ids.insert(batch.token_ids.end(), c.token_ids.begin(), c.token_ids.end());
     batch.sequences.push_back({.num_tokens = static_cast<int64_t>(c.token_ids.size()),
@@ -65,7 +79,7 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
   int64_t row = 0;
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     const ScheduledChunk& c = plan.chunks[i];
-    Sequence& seq = sequences_.at(c.id);
+    Sequence& seq = Known(c.id);
     const int64_t rows = batch.sequences[i].all_logits ? batch.sequences[i].num_tokens : 1;
     if (c.prompt_details) AddPromptDetails(seq, c.context_len, logits.narrow(0, row, rows));
     row += rows;
@@ -80,7 +94,7 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
   size_t k = 0;
   for (const ScheduledChunk& c : plan.chunks) {
     if (!c.sample) continue;
-    Sequence& seq = sequences_.at(c.id);
+    Sequence& seq = Known(c.id);
     seq.generated.push_back(choices[k].token);
     result.outputs.push_back({.id = c.id, .token = choices[k].token,
                               .details = choices[k].details,
@@ -95,7 +109,7 @@ absl::StatusOr<StepResult> LlamaEngine::Step(const StepPlan& plan) {
   c10::InferenceMode inference;
   try {
     return Run(plan);
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // A torch runtime error: the step's sequences fail.
     return absl::InternalError(absl::StrCat("model step failed: ", e.what()));
   }
 }

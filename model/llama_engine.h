@@ -38,6 +38,8 @@ class LlamaEngine : public Engine {
   // Details of prompt positions [first, first + n) from `rows` [n, vocab],
   // where row i holds the logits after position first + i.
   void AddPromptDetails(Sequence& seq, int64_t first, const at::Tensor& rows);
+  // The sequence `id`; crashes when the worker does not hold it.
+  Sequence& Known(SequenceId id);
 
   std::unique_ptr<LlamaModel> model_;
   KvCache cache_;

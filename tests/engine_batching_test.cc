@@ -126,5 +126,18 @@ TEST(EngineBatching, PromptDetailsCoverEveryPromptTokenAcrossChunks) {
   }
 }
 
+// A plan that contradicts what the worker holds is our own bug: the worker
+// crashes (and the front end restarts the group) instead of failing a step.
+TEST(EngineBatchingDeathTest, APlanNamingAnUnknownSequenceCrashesTheWorker) {
+  const std::string dir = ModelDir("mha");
+  if (dir.empty()) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+  auto engine = MakeEngine(dir, 8);
+  StepPlan plan{.step = 1};
+  plan.chunks.push_back({.id = 42, .token_ids = {1, 2}, .context_len = 0, .new_blocks = {0}});
+  EXPECT_DEATH((void)engine->Step(plan), "the plan names a sequence this worker does not hold");
+  StepPlan finish{.step = 1, .finished = {7}};  // Designated: new_sequences, chunks stay empty.
+  EXPECT_DEATH((void)engine->Step(finish), "finishes a sequence this worker does not hold");
+}
+
 }  // namespace
 }  // namespace fms
