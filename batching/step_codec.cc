@@ -11,6 +11,11 @@ std::vector<T> ToVector(const Repeated& repeated) {
   return std::vector<T>(repeated.begin(), repeated.end());
 }
 
+// SamplingParams crosses the seam field by field. A new field changes this
+// size: add it to proto/worker.proto, to both functions below and to FullPlan
+// in step_codec_test.cc (whose test also checks that every proto field is set).
+static_assert(sizeof(SamplingParams) == 56, "SamplingParams changed: update the codec");
+
 void ToProto(const SamplingParams& p, worker::SamplingParams* out) {
   out->set_sample(p.sample);
   out->set_temperature(p.temperature);

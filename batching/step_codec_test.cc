@@ -35,6 +35,21 @@ TEST(StepCodec, PlanRoundTripsThroughBytes) {
   EXPECT_EQ(*back, plan);
 }
 
+TEST(StepCodec, EverySamplingFieldOfTheWireIsFilled) {
+  // FullPlan sets every SamplingParams field to a non-default value, so every
+  // field of the wire message must be present: one the codec forgets stays
+  // at its default and fails here.
+  const worker::StepPlan proto = ToProto(FullPlan());
+  const google::protobuf::Message& sampling = proto.new_sequences(0).sampling();
+  const google::protobuf::Descriptor* descriptor = sampling.GetDescriptor();
+  const google::protobuf::Reflection* reflection = sampling.GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    EXPECT_TRUE(reflection->HasField(sampling, descriptor->field(i)))
+        << descriptor->field(i)->name() << " is not set by ToProto";
+  }
+  EXPECT_EQ(descriptor->field_count(), 13);
+}
+
 TEST(StepCodec, ResultRoundTripsThroughBytes) {
   StepResult result{.step = 41};
   result.outputs.push_back(
