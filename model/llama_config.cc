@@ -114,13 +114,48 @@ absl::Status ReadRope(const json& j, LlamaConfig* config) {
   return absl::OkStatus();
 }
 
-absl::Status CheckArchitecture(const json& j) {
+// The model types LlamaModel serves: decoders whose forward pass is LLaMa's,
+// differing only in the facts read here (as vLLM maps MistralForCausalLM to
+// its LLaMa code). To add one: a branch below, a test-model variant in
+// tools/make_test_models.py and its parity case in tests/model_parity_test.py.
+// A family whose forward pass differs (extra norms, embedding scale, partial
+// rotary) needs its own model code instead.
+absl::Status ReadFamily(const json& j, LlamaConfig* c) {
   constexpr absl::string_view kFile = "config.json";
-  if (j.contains("model_type") && j["model_type"] != "llama") {
+  if (j.contains("model_type")) {
+    if (!j["model_type"].is_string()) return FieldError(kFile, "model_type", "must be a string");
+    c->model_type = j["model_type"].get<std::string>();
+  }
+  if (c->model_type == "llama") {  // attention_bias covers q, k, v and o.
+    bool bias = false;
+    if (absl::Status s = ReadBool(j, kFile, "attention_bias", &bias); !s.ok()) return s;
+    c->qkv_bias = c->o_bias = bias;
+  } else if (c->model_type == "qwen2") {  // Biases on q, k and v only.
+    c->qkv_bias = true;
+    bool sliding = false;
+    if (absl::Status s = ReadBool(j, kFile, "use_sliding_window", &sliding); !s.ok()) return s;
+    if (sliding) return FieldError(kFile, "use_sliding_window", "true is not supported");
+  } else if (c->model_type == "mistral") {  // No biases; no sliding window.
+    int64_t window = 0;
+    if (absl::Status s = ReadPositive(j, kFile, "sliding_window", false, &window); !s.ok()) {
+      return s;
+    }
+    if (window > 0 && window < c->max_position_embeddings) {
+      return FieldError(kFile, "sliding_window",
+                        absl::StrCat(window, " is shorter than max_position_embeddings ",
+                                     c->max_position_embeddings,
+                                     ": sliding-window attention is not supported"));
+    }
+  } else {
     return FieldError(kFile, "model_type",
                       absl::StrCat("unsupported value ", j["model_type"].dump(),
-                                   " (supported: \"llama\")"));
+                                   " (supported: \"llama\", \"mistral\", \"qwen2\")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckActivation(const json& j) {
+  constexpr absl::string_view kFile = "config.json";
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     return FieldError(kFile, "hidden_act",
                       absl::StrCat("unsupported value ", j["hidden_act"].dump(),
@@ -185,9 +220,8 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(
   if (!j.ok()) return j.status();
   LlamaConfig c;
   for (absl::Status s :
-       {CheckArchitecture(*j), ReadShapes(*j, &c), ReadRope(*j, &c),
+       {CheckActivation(*j), ReadShapes(*j, &c), ReadFamily(*j, &c), ReadRope(*j, &c),
         ReadBool(*j, kFile, "tie_word_embeddings", &c.tie_word_embeddings),
-        ReadBool(*j, kFile, "attention_bias", &c.attention_bias),
         ReadBool(*j, kFile, "mlp_bias", &c.mlp_bias),
         ReadTokenIds(*j, kFile, "eos_token_id", &c.eos_token_ids)}) {
     if (!s.ok()) return s;

@@ -42,7 +42,11 @@ struct LlamaConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;
+  // LLaMa-family variants as data (model_type; see ReadFamily in
+  // llama_config.cc, where a new model type goes).
+  std::string model_type = "llama";
+  bool qkv_bias = false;  // q, k and v projections have biases (Qwen2).
+  bool o_bias = false;    // The output projection has one.
   bool mlp_bias = false;
   int32_t bos_token_id = -1;           // -1 when absent.
   std::vector<int32_t> eos_token_ids;  // config.json and generation_config.json.

@@ -83,7 +83,12 @@ TEST(LlamaConfig, ErrorsNameTheFileAndTheField) {
       {R"(, "num_attention_heads": 0})", "field 'num_attention_heads': must be a positive integer"},
       {R"(, "num_key_value_heads": 3})", "field 'num_key_value_heads': must divide"},
       {R"(, "hidden_act": "gelu"})", "field 'hidden_act': unsupported value \"gelu\""},
-      {R"(, "model_type": "mistral"})", "field 'model_type': unsupported"},
+      {R"(, "model_type": "gemma"})",
+       "field 'model_type': unsupported value \"gemma\" (supported: \"llama\", \"mistral\", \"qwen2\")"},
+      {R"(, "model_type": "mistral", "sliding_window": 1024})",
+       "field 'sliding_window': 1024 is shorter than max_position_embeddings 2048"},
+      {R"(, "model_type": "qwen2", "use_sliding_window": true})",
+       "field 'use_sliding_window': true is not supported"},
       {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})",
        "field 'rope_scaling.rope_type': unsupported value 'yarn'"},
       {R"(, "rope_scaling": {"rope_type": "llama3"}})", "field 'rope_scaling.factor': missing"},
@@ -97,6 +102,29 @@ TEST(LlamaConfig, ErrorsNameTheFileAndTheField) {
     EXPECT_NE(config.status().message().find("config.json: " + c.message),
               std::string::npos)
         << config.status().message();
+  }
+}
+
+TEST(LlamaConfig, LlamaFamilyVariantsAreData) {
+  std::string base = kTinyLlama;
+  base.pop_back();
+  auto llama = ParseLlamaConfig(base + R"(, "attention_bias": true})", "");
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_TRUE(llama->qkv_bias && llama->o_bias);
+  auto qwen2 = ParseLlamaConfig(
+      base + R"(, "model_type": "qwen2", "use_sliding_window": false, "sliding_window": 4096})",
+      "");
+  ASSERT_TRUE(qwen2.ok()) << qwen2.status();
+  EXPECT_EQ(qwen2->model_type, "qwen2");
+  EXPECT_TRUE(qwen2->qkv_bias);
+  EXPECT_FALSE(qwen2->o_bias);
+  // Mistral v0.2+: no window; a window as long as the context never applies.
+  for (const char* window : {R"(null)", R"(2048)"}) {
+    auto mistral =
+        ParseLlamaConfig(base + R"(, "model_type": "mistral", "sliding_window": )" + window + "}",
+                         "");
+    ASSERT_TRUE(mistral.ok()) << mistral.status();
+    EXPECT_FALSE(mistral->qkv_bias || mistral->o_bias);
   }
 }
 

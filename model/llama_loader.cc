@@ -107,8 +107,8 @@ class LlamaLoader {
     reads.emplace_back(&w.o, Read(p + "self_attn.o_proj.weight", {hidden, q_rows}, o_cols));
     reads.emplace_back(&w.gate_up, ReadFused(gate_up, "weight", hidden));
     reads.emplace_back(&w.down, Read(p + "mlp.down_proj.weight", {hidden, inter}, down_cols));
-    if (config_.attention_bias) {  // Row-parallel biases are whole, added once.
-      reads.emplace_back(&w.qkv_bias, ReadFused(qkv, "bias", 0));
+    if (config_.qkv_bias) reads.emplace_back(&w.qkv_bias, ReadFused(qkv, "bias", 0));
+    if (config_.o_bias) {  // Row-parallel biases are whole, added once.
       reads.emplace_back(&w.o_bias, Read(p + "self_attn.o_proj.bias", {hidden}));
     }
     if (config_.mlp_bias) {

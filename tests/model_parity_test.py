@@ -1,4 +1,6 @@
-"""Parity of //model:llama (through llama_probe) with transformers' LlamaForCausalLM.
+"""Parity of //model:llama (through llama_probe) with transformers: LlamaForCausalLM,
+and Qwen2ForCausalLM and MistralForCausalLM for the LLaMa-family model types
+that the same code serves.
 
 Same checkpoints (tools/make_test_models.py), same token ids. fp32 logits must
 agree within 1e-4 * max|logit|; bf16 within the tolerance documented below.
@@ -9,7 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from conftest import run_probe
 
@@ -23,7 +25,7 @@ FP32_RTOL = 1e-4  # of max |logit|; measured: <= 5.1e-7 on these models.
 BF16_RTOL = 1e-2
 # bf16 against the fp32 reference: measured <= 1.05e-2 of max |logit|.
 BF16_VS_FP32_RTOL = 3e-2
-VARIANTS = ["mha", "gqa2", "gqa1", "llama3", "tied", "sharded", "bf16"]
+VARIANTS = ["mha", "gqa2", "gqa1", "llama3", "tied", "sharded", "qwen2", "mistral", "bf16"]
 
 torch.set_num_threads(2)
 _HF_CACHE = {}
@@ -32,7 +34,7 @@ _HF_CACHE = {}
 def hf_model(path, dtype=torch.float32):
     key = (str(path), dtype)
     if key not in _HF_CACHE:
-        _HF_CACHE[key] = LlamaForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        _HF_CACHE[key] = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     return _HF_CACHE[key]
 
 
@@ -152,7 +154,7 @@ def hf_greedy(path, prompt, new_tokens):
     return tokens
 
 
-@pytest.mark.parametrize("variant", ["mha", "gqa2", "llama3"])
+@pytest.mark.parametrize("variant", ["mha", "gqa2", "llama3", "qwen2"])
 def test_64_greedy_tokens_identical(test_models, tmp_path, variant):
     path = test_models / variant
     seqs = prompts(3, [3, 12, 30])

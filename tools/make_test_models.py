@@ -23,7 +23,8 @@ import tempfile
 import torch
 
 import hf_tokenizer_fixtures
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 from transformers.utils import logging as hf_logging
 
 VOCAB = 512
@@ -67,6 +68,16 @@ VARIANTS = {
     # A byte-level BPE tokenizer.json (SmolLM2-like: ChatML specials, no BOS,
     # <|im_end|> = 2 is EOS) instead of tokenizer.model.
     "bytebpe": ({}, {"tokenizer": "hf"}),
+    # LLaMa-family model types served by the same code (model/llama_config.cc
+    # ReadFamily): Qwen2 (q/k/v biases) and Mistral (no sliding window).
+    "qwen2": ({"num_key_value_heads": 2}, {"arch": "qwen2"}),
+    "mistral": ({"num_key_value_heads": 2, "sliding_window": None}, {"arch": "mistral"}),
+}
+
+ARCHITECTURES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
 }
 
 WORDS = (
@@ -155,9 +166,10 @@ def write_variant(out_root, name, seed):
     overrides, save = VARIANTS[name]
     out_dir = os.path.join(out_root, name)
     os.makedirs(out_dir, exist_ok=True)
-    config = LlamaConfig(**{**BASE, **overrides})
+    config_class, model_class = ARCHITECTURES[save.get("arch", "llama")]
+    config = config_class(**{**BASE, **overrides})
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     randomize(model, seed)
     if "dtype" in save:
         model = model.to(save["dtype"])
