@@ -82,6 +82,7 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
   b.options.context = {.tokenizer = b.tokenizer.get(), .max_sequence_length = max_seq,
                        .eos_token_ids = eos,
                        .output_special_tokens = config.output_special_tokens,
+                       .add_special_tokens = config.add_special_tokens,
                        .metrics = b.metrics.get()};
   b.options.max_concurrent_requests = config.max_concurrent_requests;
   return absl::OkStatus();

@@ -50,6 +50,10 @@ struct ServerConfig {
   std::string tls_client_ca_cert_path;
   // OUTPUT_SPECIAL_TOKENS: keep special tokens when detokenizing.
   bool output_special_tokens = false;
+  // ADD_SPECIAL_TOKENS (the vLLM TGIS adapter's variable; TGIS always adds
+  // them): false leaves BOS out of encoded prompts, for chat templates whose
+  // text already starts with it.
+  bool add_special_tokens = true;
   // DEFAULT_INCLUDE_STOP_SEQS: default of include_stop_sequence.
   bool default_include_stop_seqs = true;
   // JSON_OUTPUT: JSON log lines instead of text.

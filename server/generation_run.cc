@@ -23,13 +23,14 @@ absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
     uint32_t random_seed) {
   std::unique_ptr<GenerationRun> run(new GenerationRun(params, context));
   run->input_text_ = text;
-  auto prompt = EncodePrompt(*context.tokenizer, text, params.truncate_input_tokens);
+  auto prompt = EncodePrompt(*context.tokenizer, text, params.truncate_input_tokens,
+                             context.add_special_tokens);
   if (!prompt.ok()) return prompt.status();
   std::vector<int32_t>& ids = prompt->encoding.ids;
   // Generate only (TGIS): a truncated prompt starts with BOS again, written
   // over the first kept token. Tokenize reports the plain last N tokens.
   const int32_t bos = context.tokenizer->bos_id();
-  if (prompt->truncated && bos >= 0) ids.front() = bos;
+  if (prompt->truncated && bos >= 0 && context.add_special_tokens) ids.front() = bos;
   const uint32_t n = static_cast<uint32_t>(ids.size());
   if (absl::Status s = ValidateInputLength(n, params.min_new_tokens, context.max_sequence_length);
       !s.ok()) {

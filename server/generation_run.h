@@ -33,6 +33,7 @@ struct RunContext {
   uint32_t max_sequence_length = 0;
   std::vector<int32_t> eos_token_ids;
   bool output_special_tokens = false;
+  bool add_special_tokens = true;  // ADD_SPECIAL_TOKENS.
   ServerMetrics* metrics = nullptr;  // May be null.
 };
 

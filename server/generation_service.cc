@@ -215,7 +215,8 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
   for (const auto& input : request->requests()) {
     // The same encoding as Generate's; only Generate writes BOS over a
     // truncated prompt's first token (GenerationRun::Create).
-    auto prompt = EncodePrompt(tokenizer, input.text(), request->truncate_input_tokens());
+    auto prompt = EncodePrompt(tokenizer, input.text(), request->truncate_input_tokens(),
+                               options_.context.add_special_tokens);
     if (!prompt.ok()) return ToGrpc(prompt.status());
     const Encoding& encoding = prompt->encoding;
     fmaas::TokenizeResponse* out = response->add_responses();

@@ -29,8 +29,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 }
 
 absl::StatusOr<PromptEncoding> EncodePrompt(const Tokenizer& tokenizer, std::string_view text,
-                                            uint32_t truncate) {
-  auto encoding = tokenizer.Encode(text, /*add_special_tokens=*/true);
+                                            uint32_t truncate, bool add_special_tokens) {
+  auto encoding = tokenizer.Encode(text, add_special_tokens);
   if (!encoding.ok()) return encoding.status();
   PromptEncoding prompt{.encoding = *std::move(encoding)};
   const size_t n = prompt.encoding.ids.size();

@@ -64,15 +64,16 @@ class Tokenizer {
 // the directory.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir);
 
-// A prompt as the model sees it: Encode(text, add_special_tokens = true), then
-// the last `truncate` tokens when 0 < truncate < length (TGIS
-// truncation_side = "left").
+// A prompt as the model sees it: Encode(text, add_special_tokens), then the
+// last `truncate` tokens when 0 < truncate < length (TGIS truncation_side =
+// "left"). TGIS always adds special tokens; ADD_SPECIAL_TOKENS=false turns
+// that off, as in vLLM's TGIS adapter.
 struct PromptEncoding {
   Encoding encoding;
   bool truncated = false;
 };
 absl::StatusOr<PromptEncoding> EncodePrompt(const Tokenizer& tokenizer, std::string_view text,
-                                            uint32_t truncate);
+                                            uint32_t truncate, bool add_special_tokens = true);
 
 }  // namespace fms
 

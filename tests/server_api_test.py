@@ -203,6 +203,24 @@ def test_truncation_differs_between_generate_and_tokenize_as_in_tgis(pb, stub):
     assert [t.text for t in unary.input_tokens] == ["<s>"] + full[-3:]
 
 
+def test_add_special_tokens_false_leaves_bos_to_the_prompt(pb, stub, test_models):
+    # ADD_SPECIAL_TOKENS (vLLM's TGIS adapter): for chat templates whose text
+    # already starts with BOS. Tokenize and Generate both follow it.
+    request = pb[0].BatchedTokenizeRequest(requests=[pb[0].TokenizeRequest(text="the king")],
+                                           return_tokens=True)
+    with_bos = list(stub.Tokenize(request).responses[0].tokens)
+    assert with_bos[0] == "<s>"
+    process, port = start_server(test_models, "--add-special-tokens=false")
+    plain = wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    assert list(plain.Tokenize(request).responses[0].tokens) == with_bos[1:]
+    unary = generate(pb, plain, "the king", stopping={"maxNewTokens": 1},
+                     response={"inputTokens": True})
+    assert [t.text for t in unary.input_tokens] == with_bos[1:]
+    assert unary.input_token_count == len(with_bos) - 1
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+
+
 def test_emoji_output_input_echo_and_stop_sequence(pb, stub):
     text = "Smile \U0001F642 and caf\u00e9"
     unary, _ = assert_stream_matches_unary(pb, stub, text, stopping={"maxNewTokens": 8},
