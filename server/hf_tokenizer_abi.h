@@ -45,6 +45,11 @@ char* fms_hf_decode(const FmsHfTokenizer* t, const int32_t* ids, size_t n,
                     size_t error_len);
 void fms_hf_string_free(char* s, size_t len);
 
+// The largest extended-grapheme-cluster boundary (Unicode UAX #29, the
+// unicode-segmentation crate) at or before byte `pos` of `len` bytes of UTF-8;
+// `len` when pos >= len.
+size_t fms_grapheme_floor(const char* text, size_t len, size_t pos);
+
 }  // extern "C"
 
 #endif  // FMS_SERVER_HF_TOKENIZER_ABI_H_

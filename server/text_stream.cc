@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "server/hf_tokenizer_abi.h"
+
 namespace fms {
 namespace {
 
@@ -14,10 +16,10 @@ bool EndsIncomplete(const std::string& s) {
   return s.size() >= 3 && s.compare(s.size() - 3, 3, kReplacement) == 0;
 }
 
-// The largest position <= pos that does not split a UTF-8 character.
-size_t Utf8Boundary(const std::string& s, size_t pos) {
-  while (pos > 0 && pos < s.size() && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80) --pos;
-  return pos;
+// The largest position <= pos of `s` from `from` on (a cluster boundary)
+// that does not split a grapheme cluster.
+size_t GraphemeFloor(const std::string& s, size_t from, size_t pos) {
+  return from + fms_grapheme_floor(s.data() + from, s.size() - from, pos - from);
 }
 
 }  // namespace
@@ -72,8 +74,12 @@ absl::StatusOr<TextStream::Delta> TextStream::Add(int32_t token) {
     delta.stop_sequence = stop;
     return delta;
   }
-  const size_t releasable = Utf8Boundary(
-      decoded_, decoded_.size() > hold_back_ ? decoded_.size() - hold_back_ : 0);
+  // Whole grapheme clusters only, and the last one waits: the next token may
+  // still extend it (a skin tone, a ZWJ, a combining mark), as in TGIS.
+  const size_t limit = std::min(decoded_.size() > hold_back_ ? decoded_.size() - hold_back_ : 0,
+                                decoded_.empty() ? 0 : decoded_.size() - 1);
+  const size_t releasable = limit > text_.size() ? GraphemeFloor(decoded_, text_.size(), limit)
+                                                 : text_.size();
   if (releasable > text_.size()) {
     delta.text = decoded_.substr(text_.size(), releasable - text_.size());
     text_ += delta.text;

@@ -8,8 +8,9 @@
 // prompt tokens, so that the first generated token decodes as it does after
 // the prompt (SentencePiece's leading space; a byte-level merge across the
 // boundary). Text is released as it becomes final: never half a UTF-8
-// character (the window waits while the decoding ends in U+FFFD), and never
-// text that a stop sequence may still cut. Stop sequences are matched on
+// character (the window waits while the decoding ends in U+FFFD), only whole
+// grapheme clusters with the last one held until the next token (as TGIS's
+// router does), and never text that a stop sequence may still cut. Stop sequences are matched on
 // bytes, in request order; the text ends at the match
 // (include_stop_sequence = false) or after it (true). EOS tokens never reach
 // the text; other special tokens only with output_special_tokens.

@@ -196,3 +196,36 @@ TEST(ByteLevelTextStreamTest, OutputSpecialTokensShowsThemButNeverEos) {
 
 }  // namespace
 }  // namespace fms
+
+namespace fms {
+namespace {
+
+TEST(ByteLevelTextStreamTest, DeltasCarryWholeGraphemeClusters) {
+  const char* models = std::getenv("FMS_TEST_MODELS");
+  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  // Thumbs up + skin tone, a ZWJ family, e + combining acute: each is one
+  // cluster of several characters, which byte tokens deliver one by one.
+  const std::string thumb = "\xF0\x9F\x91\x8D", tone = "\xF0\x9F\x8F\xBD", zwj = "\xE2\x80\x8D";
+  const std::string family = "\xF0\x9F\x91\xA8" + zwj + "\xF0\x9F\x91\xA9" + zwj + "\xF0\x9F\x91\xA7";
+  const std::string text = " ok " + thumb + tone + " and " + family + " cafe\xCC\x81 done";
+  const auto ids = (*tokenizer)->Encode(text, false)->ids;
+  TextStream stream(tokenizer->get(), {}, {});
+  std::vector<std::string> deltas;
+  for (int32_t id : ids) deltas.push_back(stream.Add(id)->text);
+  deltas.push_back(*stream.Flush());
+  std::string joined;
+  for (const std::string& d : deltas) {
+    joined += d;
+    if (d.empty()) continue;
+    for (const std::string& continuation : {tone, zwj, std::string("\xCC\x81")}) {
+      EXPECT_NE(d.rfind(continuation, 0), 0u) << "a delta starts inside a cluster";
+    }
+    EXPECT_FALSE(d.size() >= 3 && d.compare(d.size() - 3, 3, zwj) == 0) << "ends on a ZWJ";
+  }
+  EXPECT_EQ(joined, text);
+}
+
+}  // namespace
+}  // namespace fms

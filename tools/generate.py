@@ -2,8 +2,8 @@
 """Continues a prompt with fms-serve's model (//sharding:llama_probe), greedy.
 
 Tokenizes with the model's tokenizer.model (Python sentencepiece), runs the
-C++ model, and prints the decoded continuation. Until the server serves, this
-is how to talk to a model by hand:
+C++ model, and prints the decoded continuation: the model without the server
+(fms-server and any TGIS client are the usual way):
 
   tools/generate.py --model tools/demo-model --prompt "Once upon a time"
 """

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use tokenizers::Tokenizer;
+use unicode_segmentation::UnicodeSegmentation;
 
 /// A loaded tokenizer plus its vocabulary by id, kept so that token strings
 /// can be lent to C++ without allocating.
@@ -262,6 +263,24 @@ pub unsafe extern "C" fn fms_hf_string_free(s: *mut c_char, len: usize) {
     }
 }
 
+/// The largest extended-grapheme-cluster boundary at or before byte `pos` of
+/// `len` bytes of UTF-8 (`len` when `pos >= len`; 0 for invalid text). A
+/// streamed text is released only up to such a boundary, so that an emoji
+/// with its modifiers, or a letter with its combining marks, arrives in one
+/// piece (TGIS's router streams whole clusters too).
+#[no_mangle]
+pub unsafe extern "C" fn fms_grapheme_floor(text: *const c_char, len: usize, pos: usize) -> usize {
+    guard(|| {
+        let text = text_arg(text, len)?;
+        if pos >= text.len() {
+            return Ok(text.len());
+        }
+        let starts = text.grapheme_indices(true).map(|(start, _)| start);
+        Ok(starts.take_while(|&start| start <= pos).last().unwrap_or(0))
+    })
+    .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +300,21 @@ mod tests {
         // 3 bytes fit: "a" and "é" (2 bytes); "€" would be split.
         let written = unsafe { CStr::from_ptr(buffer.as_ptr()) };
         assert_eq!(written.to_str().unwrap(), "aé");
+    }
+
+    fn floor(text: &str, pos: usize) -> usize {
+        unsafe { fms_grapheme_floor(text.as_ptr() as *const c_char, text.len(), pos) }
+    }
+
+    #[test]
+    fn grapheme_floors_keep_clusters_whole() {
+        assert_eq!(floor("", 0), 0);
+        assert_eq!(floor("ab", 1), 1);
+        assert_eq!(floor("ab", 5), 2);
+        assert_eq!(floor("ok 👍🏽", 8), 3); // Thumb and skin tone: one cluster.
+        assert_eq!(floor("x👨‍👩‍👧 y", 10), 1); // A ZWJ family: one cluster.
+        assert_eq!(floor("cafe\u{301}", 4), 3); // e and its combining acute.
+        assert_eq!(floor("a\r\n", 2), 1); // CR LF is one cluster.
     }
 
     #[test]
