@@ -128,24 +128,27 @@ TEST_F(TextStreamTest, EosIsNeverText) {
   EXPECT_EQ(*stream.Flush(), "");
 }
 
-}  // namespace
-}  // namespace fms
+// Byte-level BPE (the "bytebpe" test model's tokenizer.json): an emoji the
+// corpus never saw is four byte tokens, each alone an incomplete character.
+class ByteLevelTextStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* models = std::getenv("FMS_TEST_MODELS");
+    if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
+    auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = *std::move(tokenizer);
+  }
 
-namespace fms {
-namespace {
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
 
-// Byte-level BPE (tokenizer.json): an emoji the corpus never saw is four byte
-// tokens, each alone an incomplete character.
-TEST(ByteLevelTextStreamTest, PartialBytesArriveAsWholeCharactersAndMatchTheFullDecode) {
-  const char* models = std::getenv("FMS_TEST_MODELS");
-  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
-  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+TEST_F(ByteLevelTextStreamTest, PartialBytesArriveAsWholeCharactersAndMatchTheFullDecode) {
   const std::string prompt = "The king";
   const std::string generated = " went \xF0\x9F\x99\x82 to \xE6\x97\xA5\xE6\x9C\xAC the river";
-  const auto prompt_ids = (*tokenizer)->Encode(prompt, true)->ids;
-  const auto ids = (*tokenizer)->Encode(generated, false)->ids;
-  TextStream stream(tokenizer->get(), prompt_ids, {.eos_token_ids = {kEos}});
+  const auto prompt_ids = tokenizer_->Encode(prompt, true)->ids;
+  const auto ids = tokenizer_->Encode(generated, false)->ids;
+  TextStream stream(tokenizer_.get(), prompt_ids, {.eos_token_ids = {kEos}});
   std::string joined;
   for (int32_t id : ids) {
     auto delta = stream.Add(id);
@@ -154,39 +157,25 @@ TEST(ByteLevelTextStreamTest, PartialBytesArriveAsWholeCharactersAndMatchTheFull
     joined += delta->text;
   }
   joined += *stream.Flush();
-  EXPECT_EQ(joined, *(*tokenizer)->Decode(ids, true));
+  EXPECT_EQ(joined, *tokenizer_->Decode(ids, true));
   EXPECT_EQ(joined, generated);
 }
 
-TEST(ByteLevelTextStreamTest, AnIncompleteCharacterAtTheEndIsDropped) {
-  const char* models = std::getenv("FMS_TEST_MODELS");
-  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
-  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const auto ids = (*tokenizer)->Encode(" ok \xF0\x9F\x99\x82", false)->ids;
-  TextStream stream(tokenizer->get(), {}, {});
+TEST_F(ByteLevelTextStreamTest, AnIncompleteCharacterAtTheEndIsDropped) {
+  const auto ids = tokenizer_->Encode(" ok \xF0\x9F\x99\x82", false)->ids;
+  TextStream stream(tokenizer_.get(), {}, {});
   std::string text;
   for (size_t i = 0; i + 1 < ids.size(); ++i) text += stream.Add(ids[i])->text;  // 3 of 4 bytes.
   text += *stream.Flush();
   EXPECT_EQ(text, " ok ");  // TGIS trims the trailing U+FFFD.
 }
 
-}  // namespace
-}  // namespace fms
-
-namespace fms {
-namespace {
-
-TEST(ByteLevelTextStreamTest, OutputSpecialTokensShowsThemButNeverEos) {
-  const char* models = std::getenv("FMS_TEST_MODELS");
-  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
-  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const auto ids = (*tokenizer)->Encode("<|im_start|>hi<|im_end|>", false)->ids;
+TEST_F(ByteLevelTextStreamTest, OutputSpecialTokensShowsThemButNeverEos) {
+  const auto ids = tokenizer_->Encode("<|im_start|>hi<|im_end|>", false)->ids;
   ASSERT_EQ(ids.front(), 1);
   ASSERT_EQ(ids.back(), kEos);
   for (const bool show : {false, true}) {
-    TextStream stream(tokenizer->get(), {}, {.output_special_tokens = show, .eos_token_ids = {kEos}});
+    TextStream stream(tokenizer_.get(), {}, {.output_special_tokens = show, .eos_token_ids = {kEos}});
     std::string text;
     for (int32_t id : ids) text += stream.Add(id)->text;
     text += *stream.Flush();
@@ -194,24 +183,14 @@ TEST(ByteLevelTextStreamTest, OutputSpecialTokensShowsThemButNeverEos) {
   }
 }
 
-}  // namespace
-}  // namespace fms
-
-namespace fms {
-namespace {
-
-TEST(ByteLevelTextStreamTest, DeltasCarryWholeGraphemeClusters) {
-  const char* models = std::getenv("FMS_TEST_MODELS");
-  if (models == nullptr) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
-  auto tokenizer = LoadTokenizer((std::filesystem::path(models) / "bytebpe").string());
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+TEST_F(ByteLevelTextStreamTest, DeltasCarryWholeGraphemeClusters) {
   // Thumbs up + skin tone, a ZWJ family, e + combining acute: each is one
   // cluster of several characters, which byte tokens deliver one by one.
   const std::string thumb = "\xF0\x9F\x91\x8D", tone = "\xF0\x9F\x8F\xBD", zwj = "\xE2\x80\x8D";
   const std::string family = "\xF0\x9F\x91\xA8" + zwj + "\xF0\x9F\x91\xA9" + zwj + "\xF0\x9F\x91\xA7";
   const std::string text = " ok " + thumb + tone + " and " + family + " cafe\xCC\x81 done";
-  const auto ids = (*tokenizer)->Encode(text, false)->ids;
-  TextStream stream(tokenizer->get(), {}, {});
+  const auto ids = tokenizer_->Encode(text, false)->ids;
+  TextStream stream(tokenizer_.get(), {}, {});
   std::vector<std::string> deltas;
   for (int32_t id : ids) deltas.push_back(stream.Add(id)->text);
   deltas.push_back(*stream.Flush());
