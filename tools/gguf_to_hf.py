@@ -92,6 +92,11 @@ def convert(gguf_path, out_dir, dtype):
         tokenizer.save_pretrained(tmp)
         mend_tokenizer_json(os.path.join(tmp, "tokenizer.json"), pre)
         mend_config_json(os.path.join(tmp, "config.json"), dtype)
+        # TemporaryDirectory and safetensors make owner-only modes; a model is
+        # data that a server running as another user (uid 2000 in a pod) reads.
+        os.chmod(tmp, 0o755)
+        for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), 0o644)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.rename(tmp, out_dir)
         os.makedirs(tmp)  # TemporaryDirectory removes it again.
