@@ -57,6 +57,17 @@ unsafe fn write_error(message: &str, error: *mut c_char, error_len: usize) {
     *error.add(n) = 0;
 }
 
+/// A result handed to C: the value boxed, or null with the message written.
+unsafe fn boxed_or_error<T>(result: Result<T, String>, error: *mut c_char, error_len: usize) -> *mut T {
+    match result {
+        Ok(value) => Box::into_raw(Box::new(value)),
+        Err(message) => {
+            write_error(&message, error, error_len);
+            ptr::null_mut()
+        }
+    }
+}
+
 unsafe fn text_arg<'a>(text: *const c_char, len: usize) -> Result<&'a str, String> {
     if len == 0 {
         return Ok("");
@@ -97,13 +108,7 @@ pub unsafe extern "C" fn fms_hf_load(
         let path = CStr::from_ptr(path).to_str().map_err(|e| e.to_string())?;
         load(path)
     });
-    match result {
-        Ok(t) => Box::into_raw(Box::new(t)),
-        Err(message) => {
-            write_error(&message, error, error_len);
-            ptr::null_mut()
-        }
-    }
+    boxed_or_error(result, error, error_len)
 }
 
 #[no_mangle]
@@ -188,13 +193,7 @@ pub unsafe extern "C" fn fms_hf_encode(
         let ids = encoding.get_ids().iter().map(|&id| id as i32).collect();
         Ok(FmsHfEncoding { ids, begins, ends })
     });
-    match result {
-        Ok(e) => Box::into_raw(Box::new(e)),
-        Err(message) => {
-            write_error(&message, error, error_len);
-            ptr::null_mut()
-        }
-    }
+    boxed_or_error(result, error, error_len)
 }
 
 #[no_mangle]
