@@ -16,7 +16,10 @@ its gaps are mended here:
     tokenizes differently;
   * SmolLM2's post-processor is ByteLevel (it adds no BOS); the converter
     writes an empty template, which adds nothing either but is not the
-    original, so the original is restored.
+    original, so the original is restored;
+  * transformers 5 names the tokenizer class "TokenizersBackend", which
+    transformers 4 (vLLM, TGIS) cannot load; "PreTrainedTokenizerFast" loads
+    tokenizer.json as it is in both.
 """
 
 import argparse
@@ -61,6 +64,14 @@ def mend_tokenizer_json(path, pre):
         json.dump(tokenizer, f, ensure_ascii=False, indent=2)
 
 
+def mend_tokenizer_config(path):
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, ensure_ascii=False, indent=2)
+
+
 def mend_config_json(path, dtype):
     with open(path) as f:
         config = json.load(f)
@@ -91,6 +102,7 @@ def convert(gguf_path, out_dir, dtype):
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         mend_tokenizer_json(os.path.join(tmp, "tokenizer.json"), pre)
+        mend_tokenizer_config(os.path.join(tmp, "tokenizer_config.json"))
         mend_config_json(os.path.join(tmp, "config.json"), dtype)
         # TemporaryDirectory and safetensors make owner-only modes; a model is
         # data that a server running as another user (uid 2000 in a pod) reads.
