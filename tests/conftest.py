@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -38,9 +39,14 @@ def test_models():
     if os.environ.get("FMS_TEST_MODELS"):
         return pathlib.Path(os.environ["FMS_TEST_MODELS"])
     script = ROOT / "tools" / "make_test_models.py"
+    # As tools/test: the scripts, and the requirement lines of the packages that
+    # write the models (tools/test-model-packages.txt, a grep -E pattern).
+    pattern = re.compile((ROOT / "tools" / "test-model-packages.txt").read_text().strip())
+    lines = [line for line in (ROOT / "tools" / "requirements.txt").read_text().splitlines(True)
+             if pattern.search(line)]
     key = hashlib.sha256(
         script.read_bytes() + (ROOT / "tools" / "hf_tokenizer_fixtures.py").read_bytes()
-        + (ROOT / "tools" / "requirements.txt").read_bytes()
+        + "".join(lines).encode()
     ).hexdigest()[:16]
     out = cache_dir() / "test-models" / key
     if not (out / ".complete").exists():
