@@ -8,7 +8,6 @@ sent as they are; a Tokenize config has no tokens to time and is refused."""
 import ipaddress
 import json
 import pathlib
-import socket
 
 from google.protobuf import json_format
 
@@ -97,8 +96,3 @@ def stream_requests(config, exact_tokens=False):
             del stopping.stop_sequences[:]
             stopping.time_limit_millis = 0
     return out
-
-
-def check_resolves(target):
-    host, port = target.rsplit(":", 1)
-    socket.getaddrinfo(host.strip("[]"), int(port))
