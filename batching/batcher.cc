@@ -109,17 +109,25 @@ void Batcher::RunStep() {
     const SchedulerStats s = scheduler_.stats();
     metrics_->OnStep({.batch_size = static_cast<int64_t>(plan.chunks.size()),
                       .tokens = s.tokens_last_step,
-                      .waiting = s.waiting,
-                      .running = s.running,
-                      .free_blocks = s.free_blocks,
                       .preemptions = s.preemptions,
                       .step_seconds = std::chrono::duration<double>(end - start).count()});
   }
 }
 
+void Batcher::PublishState() {
+  if (metrics_ == nullptr) return;
+  const SchedulerStats s = scheduler_.stats();
+  const QueueState state{.waiting = s.waiting, .running = s.running,
+                         .free_blocks = s.free_blocks};
+  if (published_ == state) return;
+  published_ = state;
+  metrics_->OnState(state);
+}
+
 void Batcher::Loop() {
   while (DrainInbox()) {
     if (scheduler_.HasWork()) RunStep();
+    PublishState();
   }
   FailOpen(absl::UnavailableError("the server is shutting down"));
 }

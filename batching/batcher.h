@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <thread>
 #include <variant>
 
@@ -34,11 +35,18 @@ using EventSink = std::function<void(const SequenceEvent&)>;
 struct StepStats {
   int64_t batch_size = 0;   // Sequences in the step.
   int64_t tokens = 0;       // Tokens processed by the step.
-  int64_t waiting = 0;      // Queue size after scheduling.
-  int64_t running = 0;      // Sequences holding KV blocks.
-  int64_t free_blocks = 0;
   int64_t preemptions = 0;  // Since start.
   double step_seconds = 0;  // Engine time of the step.
+};
+
+// The scheduler's occupancy, published whenever it changes: after a step, and
+// after cancellations, stop sequences or arrivals that no step follows (the last
+// step of a load would otherwise leave its blocks counted as used).
+struct QueueState {
+  int64_t waiting = 0;      // Requests in the queue.
+  int64_t running = 0;      // Sequences holding KV blocks.
+  int64_t free_blocks = 0;  // Free KV blocks.
+  bool operator==(const QueueState&) const = default;
 };
 
 // Metrics hooks, called on the batcher thread.
@@ -46,6 +54,7 @@ class BatcherMetrics {
  public:
   virtual ~BatcherMetrics() = default;
   virtual void OnStep(const StepStats& stats) { (void)stats; }
+  virtual void OnState(const QueueState& state) { (void)state; }
   // A request reached the batch after `queue_seconds` in the queue.
   virtual void OnAdmitted(double queue_seconds) { (void)queue_seconds; }
 };
@@ -89,6 +98,7 @@ class Batcher {
   // Applies queued commands; returns false once shutting down.
   bool DrainInbox();
   void RunStep();
+  void PublishState();
   void Deliver(const std::vector<SequenceEvent>& events);
   void FailOpen(const absl::Status& status);
 
@@ -96,6 +106,7 @@ class Batcher {
   BatcherMetrics* const metrics_;
   Scheduler scheduler_;  // Batcher thread only.
   std::map<SequenceId, Submission> open_;  // Batcher thread only.
+  std::optional<QueueState> published_;    // Batcher thread only.
 
   absl::Mutex mu_;
   std::deque<Command> inbox_ ABSL_GUARDED_BY(mu_);

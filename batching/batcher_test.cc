@@ -4,7 +4,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "batching/fake_engine.h"
 #include "gtest/gtest.h"
 
@@ -209,6 +212,55 @@ TEST(Batcher, MetricsHooksSeeEveryStep) {
   EXPECT_EQ(metrics.admitted.load(), 1);
   EXPECT_EQ(metrics.steps.load(), 4);
   EXPECT_EQ(metrics.tokens.load(), 4);  // 1 prompt token + 3 decodes
+}
+
+// Records the last published QueueState.
+struct StateMetrics : BatcherMetrics {
+  void OnState(const QueueState& s) override {
+    absl::MutexLock lock(&mu);
+    last = s;
+  }
+  // Polls for up to 10 s until `pred(last)` holds; returns whether it did.
+  bool Await(bool (*pred)(const QueueState&)) {
+    for (int i = 0; i < 1000; ++i) {
+      {
+        absl::MutexLock lock(&mu);
+        if (pred(last)) return true;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
+  absl::Mutex mu;
+  QueueState last ABSL_GUARDED_BY(mu);
+};
+
+// A model that takes 5 ms a step, so that a request is still running when the
+// test ends it.
+class PacedEngine : public FakeEngine {
+ public:
+  using FakeEngine::FakeEngine;
+  absl::StatusOr<StepResult> Step(const StepPlan& plan) override {
+    absl::SleepFor(absl::Milliseconds(5));
+    return FakeEngine::Step(plan);
+  }
+};
+
+TEST(Batcher, PublishesFreedBlocksWhenNoStepFollows) {
+  PacedEngine engine(kInfo);
+  StateMetrics metrics;
+  Batcher batcher(&engine, kConfig, &metrics);
+  Collector collector;
+  auto id = batcher.Submit(MakeRequest(100, 200), collector.Sink());
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(metrics.Await(+[](const QueueState& s) { return s.running == 1; }));
+  // As the front end does on a stop sequence; what follows is a step that only
+  // releases the sequence, with no chunk to run.
+  batcher.Finish(*id, FinishReason::kStopSequence);
+  EXPECT_EQ(collector.Wait().back().finish, FinishReason::kStopSequence);
+  EXPECT_TRUE(metrics.Await(+[](const QueueState& s) {
+    return s.running == 0 && s.waiting == 0 && s.free_blocks == kInfo.num_blocks;
+  }));
 }
 
 }  // namespace

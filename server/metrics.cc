@@ -89,6 +89,9 @@ void ServerMetrics::OnStep(const StepStats& s) {
   batch_inference_count_.Increment({{"method", "next_token"}});
   batch_duration_->Observe(s.step_seconds);
   batch_size_->Observe(static_cast<double>(s.batch_size));
+}
+
+void ServerMetrics::OnState(const QueueState& s) {
   queue_size_->Set(static_cast<double>(s.waiting));
   batch_current_size_->Set(static_cast<double>(s.running));
   kv_free_blocks_->Set(static_cast<double>(s.free_blocks));

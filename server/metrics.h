@@ -30,6 +30,7 @@ class ServerMetrics : public BatcherMetrics {
 
   // BatcherMetrics, on the batcher thread.
   void OnStep(const StepStats& stats) override;
+  void OnState(const QueueState& state) override;
   void OnAdmitted(double queue_seconds) override;
 
   // A Generate ("single" or "batch") or GenerateStream ("stream") call with
