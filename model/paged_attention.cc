@@ -117,15 +117,24 @@ at::Tensor PagedAttention(const AttentionPlan& plan, const at::Tensor& q,
     // [B, heads, 1, d] against [B, kv_heads, max_keys, d]
     const at::Tensor query = q.index_select(0, plan.decode_rows).unsqueeze(2);
     const at::Tensor flat = plan.decode_key_slots.view({-1});
+    // On CPU, PyTorch's flash attention runs bf16/fp16 with one query row per
+    // sequence through MKL's reduced-precision GEMV, 3-5x slower than its fp32
+    // kernel on the same shapes even counting the conversions
+    // (docs/benchmarks.md, "Decode attention in bf16"): compute in fp32 there.
+    const at::ScalarType compute =
+        q.device().is_cpu() && at::isReducedFloatingType(q.scalar_type())
+            ? at::kFloat
+            : q.scalar_type();
     const auto gather = [&](const at::Tensor& cache) {
       return cache.index_select(0, flat)
           .view({batch, max_keys, cache.size(1), cache.size(2)})
-          .transpose(1, 2);
+          .transpose(1, 2)
+          .to(compute);
     };
     const at::Tensor result = at::scaled_dot_product_attention(
-        query, gather(key_cache), gather(value_cache), plan.decode_mask, 0.0,
-        false, std::nullopt, gqa);
-    out.index_copy_(0, plan.decode_rows, result.squeeze(2));
+        query.to(compute), gather(key_cache), gather(value_cache), plan.decode_mask,
+        0.0, false, std::nullopt, gqa);
+    out.index_copy_(0, plan.decode_rows, result.squeeze(2).to(q.scalar_type()));
   }
   return out;
 }

@@ -24,14 +24,17 @@ at::Tensor ReferenceAttention(const at::Tensor& q, const at::Tensor& keys,
   return at::stack(heads);  // [heads, d]
 }
 
-TEST(PagedAttention, MatchesReferenceForMixedPrefillAndDecode) {
+// A fresh prefill, a prefill continuing a cached context and two decodes in one
+// step, against ReferenceAttention in fp32 on the same (rounded) inputs.
+void ExpectMatchesReference(at::ScalarType dtype, double tolerance) {
   at::manual_seed(0);
   // Sequence lengths after this step and tokens in this step:
   // a fresh prefill, a prefill continuing a cached context, two decodes.
   const std::vector<int64_t> total = {6, 11, 9, 2}, step = {6, 4, 1, 1};
   const int64_t num_blocks = 16;
-  at::Tensor key_cache = at::randn({num_blocks * kBlockSize, kKvHeads, kDim});
-  at::Tensor value_cache = at::randn_like(key_cache);
+  const at::Tensor key_cache =
+      at::randn({num_blocks * kBlockSize, kKvHeads, kDim}).to(dtype);
+  const at::Tensor value_cache = at::randn_like(key_cache);
   ForwardBatch batch;
   std::vector<int32_t> free_blocks = {9, 2, 14, 5, 0, 11, 7, 3, 12, 1};
   for (size_t s = 0; s < total.size(); ++s) {
@@ -47,8 +50,9 @@ TEST(PagedAttention, MatchesReferenceForMixedPrefillAndDecode) {
   }
   const AttentionPlan plan = BuildAttentionPlan(batch, kBlockSize, at::kCPU);
   const int64_t tokens = static_cast<int64_t>(batch.token_ids.size());
-  const at::Tensor q = at::randn({tokens, kHeads, kDim});
+  const at::Tensor q = at::randn({tokens, kHeads, kDim}).to(dtype);
   const at::Tensor out = PagedAttention(plan, q, key_cache, value_cache);
+  ASSERT_EQ(out.scalar_type(), dtype);
 
   int64_t row = 0;
   for (size_t s = 0; s < total.size(); ++s) {
@@ -60,12 +64,23 @@ TEST(PagedAttention, MatchesReferenceForMixedPrefillAndDecode) {
         slots.push_back(chunk.block_table[p / kBlockSize] * kBlockSize + p % kBlockSize);
       }
       const at::Tensor index = at::tensor(slots, at::kLong);
-      const at::Tensor expected = ReferenceAttention(
-          q[row], key_cache.index_select(0, index), value_cache.index_select(0, index));
-      EXPECT_TRUE(at::allclose(out[row], expected, 1e-5, 1e-5))
+      const at::Tensor expected =
+          ReferenceAttention(q[row].to(at::kFloat),
+                             key_cache.index_select(0, index).to(at::kFloat),
+                             value_cache.index_select(0, index).to(at::kFloat));
+      EXPECT_TRUE(at::allclose(out[row].to(at::kFloat), expected, tolerance, tolerance))
           << "sequence " << s << " position " << position;
     }
   }
+}
+
+TEST(PagedAttention, MatchesReferenceForMixedPrefillAndDecode) {
+  ExpectMatchesReference(at::kFloat, 1e-5);
+}
+
+// Reduced precision on CPU: decode attention computes in fp32 and rounds once.
+TEST(PagedAttention, MatchesReferenceInBfloat16) {
+  ExpectMatchesReference(at::kBFloat16, 1e-2);
 }
 
 TEST(PagedAttention, PlanListsLogitRowsAndWriteSlots) {
