@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "batching/step_codec.h"
+#include "sharding/cpu_budget.h"
 #include "proto/worker.grpc.pb.h"
 
 extern char** environ;
@@ -33,11 +34,14 @@ std::vector<std::string> WorkerEnvironment(int threads) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string entry = *e;
-    if (entry.rfind("OMP_NUM_THREADS=", 0) == 0 || entry.rfind("MKL_NUM_THREADS=", 0) == 0) {
+    if (entry.rfind("OMP_NUM_THREADS=", 0) == 0 || entry.rfind("MKL_NUM_THREADS=", 0) == 0 ||
+        entry.rfind("FMS_SERVER_PID=", 0) == 0) {
       continue;
     }
     env.push_back(entry);
   }
+  // The worker checks that its parent is still this process (worker_main.cc).
+  env.push_back(absl::StrCat("FMS_SERVER_PID=", getpid()));
   env.push_back(absl::StrCat("OMP_NUM_THREADS=", threads));
   env.push_back(absl::StrCat("MKL_NUM_THREADS=", threads));
   return env;
@@ -85,8 +89,8 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
     const WorkerGroupOptions& options) {
   std::unique_ptr<WorkerGroup> group(new WorkerGroup);
   group->options_ = options;
-  const int cores = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
-  const int threads = std::max(1, cores / options.num_shard);
+  // The pod's CPU limit, not the node's core count (sharding/cpu_budget.h).
+  const int threads = std::max(1, CpuBudget() / options.num_shard);
   for (int rank = 0; rank < options.num_shard; ++rank) {
     const std::string socket =
         options.socket_prefix.empty()

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "sharding/worker_app.h"
@@ -16,7 +17,12 @@
 int main(int argc, char** argv) {
   // Die with the front end, even if it is killed with SIGKILL.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 1;  // The parent is already gone.
+  // The parent already gone (reparented before prctl)? Compare with the pid the
+  // front end passed, not with 1: in a container the front end is PID 1.
+  if (const char* server = std::getenv("FMS_SERVER_PID");
+      server != nullptr && getppid() != static_cast<pid_t>(std::atol(server))) {
+    return 1;
+  }
   auto options = fms::ParseWorkerArgs(argc, argv);
   if (!options.ok()) {
     std::fprintf(stderr, "fms-worker: %s\n", std::string(options.status().message()).c_str());
