@@ -164,14 +164,21 @@ int RunServer(const ServerConfig& config) {
                           {"kv_blocks", (*backend)->kv_blocks}}
                .dump());
   int signal = 0;
+  std::atomic<bool> draining{false};
   {
+    // The supervisor lives through the drain: workers it restarted die with
+    // its thread (PR_SET_PDEATHSIG is per thread), and their streams must
+    // finish first. A restart during the drain does not report SERVING.
     WorkerSupervisor supervisor(
-        backend->get(), [&server](bool serving) { SetServing(*server, serving); }, &service);
+        backend->get(),
+        [&server, &draining](bool serving) { SetServing(*server, serving && !draining); },
+        &service);
     sigwait(&signals, &signal);
+    draining = true;
+    LogEvent(LogLevel::kInfo, "draining",
+             nlohmann::json{{"signal", signal}, {"grace_s", config.drain_grace_seconds}}.dump());
+    Drain(config, *server, service);
   }
-  LogEvent(LogLevel::kInfo, "draining",
-           nlohmann::json{{"signal", signal}, {"grace_s", config.drain_grace_seconds}}.dump());
-  Drain(config, *server, service);
   return 0;  // ~Backend stops the batcher, then the workers.
 }
 
