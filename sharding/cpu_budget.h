@@ -1,0 +1,24 @@
+// How many cores the workers may keep busy: the CPUs this process may run on
+// (sched_getaffinity), capped by a cgroup v2 CPU quota (cpu.max), rounded up.
+// In a Kubernetes pod with `limits.cpu: 8` on a 64-core node the quota says 8:
+// 64 compute threads there would be throttled most of each period.
+
+#ifndef FMS_SHARDING_CPU_BUDGET_H_
+#define FMS_SHARDING_CPU_BUDGET_H_
+
+#include <optional>
+#include <string>
+
+namespace fms {
+
+// Cores granted by the contents of a cgroup v2 `cpu.max` file ("QUOTA PERIOD",
+// or "max PERIOD" for no limit), rounded up; nullopt when unlimited or unreadable.
+std::optional<int> CoresFromCpuMax(const std::string& cpu_max);
+
+// min(CPUs in the affinity mask, the quota of this process's cgroup), >= 1.
+// `cgroup_root` is where cgroup v2 is mounted.
+int CpuBudget(const std::string& cgroup_root = "/sys/fs/cgroup");
+
+}  // namespace fms
+
+#endif  // FMS_SHARDING_CPU_BUDGET_H_
