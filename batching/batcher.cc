@@ -85,7 +85,13 @@ void Batcher::Deliver(const std::vector<SequenceEvent>& events) {
     auto it = open_.find(event.id);
     if (it == open_.end()) continue;
     it->second.sink(event);
-    if (event.finish != FinishReason::kNotFinished) open_.erase(it);
+    if (event.finish == FinishReason::kNotFinished) continue;
+    if (metrics_ != nullptr && it->second.admitted.has_value() &&
+        !it->second.request.internal) {
+      const auto inference = Clock::now() - *it->second.admitted;
+      metrics_->OnInferenceDone(event.finish, std::chrono::duration<double>(inference).count());
+    }
+    open_.erase(it);
   }
 }
 
@@ -95,11 +101,13 @@ void Batcher::RunStep() {
   const StepPlan plan = scheduler_.Schedule(now, &events);
   Deliver(events);
   if (plan.chunks.empty() && plan.finished.empty() && plan.preempted.empty()) return;
-  if (metrics_ != nullptr) {
-    for (const NewSequence& s : plan.new_sequences) {
-      const auto queued = now - open_.at(s.id).request.arrival;
-      metrics_->OnAdmitted(std::chrono::duration<double>(queued).count());
-    }
+  for (const NewSequence& s : plan.new_sequences) {
+    Submission& submission = open_.at(s.id);
+    if (submission.admitted.has_value()) continue;  // Back after a preemption.
+    submission.admitted = now;
+    if (metrics_ == nullptr || submission.request.internal) continue;
+    const auto queued = now - submission.request.arrival;
+    metrics_->OnAdmitted(std::chrono::duration<double>(queued).count());
   }
   const Clock::time_point start = Clock::now();
   absl::StatusOr<StepResult> result = engine_->Step(plan);

@@ -197,7 +197,13 @@ struct CountingMetrics : BatcherMetrics {
     admitted++;
     EXPECT_GE(seconds, 0.0);
   }
-  std::atomic<int> steps{0}, tokens{0}, admitted{0};
+  void OnInferenceDone(FinishReason finish, double seconds) override {
+    done++;
+    last_finish = finish;
+    EXPECT_GE(seconds, 0.0);
+  }
+  std::atomic<int> steps{0}, tokens{0}, admitted{0}, done{0};
+  std::atomic<FinishReason> last_finish{FinishReason::kNotFinished};
 };
 
 TEST(Batcher, MetricsHooksSeeEveryStep) {
@@ -210,8 +216,26 @@ TEST(Batcher, MetricsHooksSeeEveryStep) {
     collector.Wait();
   }
   EXPECT_EQ(metrics.admitted.load(), 1);
+  EXPECT_EQ(metrics.done.load(), 1);  // tgi_request_inference_duration's hook.
+  EXPECT_EQ(metrics.last_finish.load(), FinishReason::kMaxTokens);
   EXPECT_EQ(metrics.steps.load(), 4);
   EXPECT_EQ(metrics.tokens.load(), 4);  // 1 prompt token + 3 decodes
+}
+
+TEST(Batcher, InternalRequestsStayOutOfTheRequestMetrics) {
+  FakeEngine engine(kInfo);
+  CountingMetrics metrics;
+  {
+    Batcher batcher(&engine, kConfig, &metrics);
+    Collector collector;
+    Request warm_up = MakeRequest(100, 2);
+    warm_up.internal = true;  // The server's start-up warm-up.
+    ASSERT_TRUE(batcher.Submit(warm_up, collector.Sink()).ok());
+    collector.Wait();
+  }
+  EXPECT_EQ(metrics.admitted.load(), 0);
+  EXPECT_EQ(metrics.done.load(), 0);
+  EXPECT_EQ(metrics.steps.load(), 2);  // Engine steps still count.
 }
 
 // Records the last published QueueState.

@@ -45,6 +45,7 @@ struct Request {
   StoppingCriteria stopping;
   bool prompt_details = false;  // TGIS input_tokens details.
   Clock::time_point arrival;
+  bool internal = false;  // The server's own (warm-up): kept out of request metrics.
 };
 
 // One event for one request: a new token, the end, or both. Every request

@@ -90,7 +90,8 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
 
 absl::Status WarmUp(Backend& backend) {
   Request request{.prompt = {std::max(backend.tokenizer->bos_id(), 0)},
-                  .arrival = Clock::now()};
+                  .arrival = Clock::now(),
+                  .internal = true};
   request.stopping.max_new_tokens = 1;
   absl::Notification done;
   absl::Status status;

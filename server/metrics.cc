@@ -62,6 +62,9 @@ ServerMetrics::ServerMetrics(const MetricsLimits& limits)
   tokenize_input_count_ = Counter("tgi_tokenize_request_input_count", "Tokenize inputs");
   queue_duration_ = &Histogram("tgi_request_queue_duration", "Seconds in the queue", durations);
   request_duration_ = &Histogram("tgi_request_duration", "Seconds per successful input", durations);
+  inference_duration_ = &Histogram("tgi_request_inference_duration",
+                                   "Seconds from admission to the end, per successful input",
+                                   durations);
   generated_tokens_ = &Histogram("tgi_request_generated_tokens", "Tokens generated per input",
                                  LinearBuckets(limits.max_new_tokens));
   input_length_ = &Histogram("tgi_request_input_length", "Input tokens per input",
@@ -98,6 +101,13 @@ void ServerMetrics::OnState(const QueueState& s) {
 }
 
 void ServerMetrics::OnAdmitted(double queue_seconds) { queue_duration_->Observe(queue_seconds); }
+
+void ServerMetrics::OnInferenceDone(FinishReason finish, double inference_seconds) {
+  // As tgi_request_duration: inputs that ended normally (TGIS records both on
+  // success only).
+  if (finish == FinishReason::kError || finish == FinishReason::kCancelled) return;
+  inference_duration_->Observe(inference_seconds);
+}
 
 void ServerMetrics::RequestStarted(const std::string& kind, int inputs) {
   request_count_.Increment({{"kind", kind}});

@@ -32,6 +32,7 @@ class ServerMetrics : public BatcherMetrics {
   void OnStep(const StepStats& stats) override;
   void OnState(const QueueState& state) override;
   void OnAdmitted(double queue_seconds) override;
+  void OnInferenceDone(FinishReason finish, double inference_seconds) override;
 
   // A Generate ("single" or "batch") or GenerateStream ("stream") call with
   // `inputs` inputs passed validation.
@@ -65,6 +66,7 @@ class ServerMetrics : public BatcherMetrics {
   DualCounter batch_inference_count_, tokenize_count_, tokenize_input_count_;
   prometheus::Histogram* queue_duration_;
   prometheus::Histogram* request_duration_;
+  prometheus::Histogram* inference_duration_;
   prometheus::Histogram* generated_tokens_;
   prometheus::Histogram* input_length_;
   prometheus::Histogram* total_tokens_;
