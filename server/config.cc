@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <utility>
@@ -109,7 +110,10 @@ const std::vector<Option>& Options() {
        "float32, bfloat16 or float16 [default: float32 on CPU]", false,
        OneOf(&ServerConfig::dtype_str, {"float32", "bfloat16", "float16"},
              "float32, bfloat16 or float16")},
-      {"num-shard", "NUM_SHARD", "tensor-parallel workers [default: 1]", false,
+      {"num-shard", "NUM_SHARD",
+       "tensor-parallel workers [default: NUM_GPUS, else the count of "
+       "CUDA_VISIBLE_DEVICES or NVIDIA_VISIBLE_DEVICES, else 1]",
+       false,
        Uint(&ServerConfig::num_shard, 1, 64)},
       {"master-addr", "MASTER_ADDR", "workers' rendezvous address [default: localhost]",
        false, String(&ServerConfig::master_addr)},
@@ -167,6 +171,35 @@ absl::Status Apply(const Option& option, const std::string& value,
       absl::StrCat(source, ": ", status.message()));
 }
 
+// TGIS's launcher: NUM_GPUS when NUM_SHARD is unset (they must agree when
+// both are set); with neither, one shard per entry of CUDA_VISIBLE_DEVICES,
+// else of NVIDIA_VISIBLE_DEVICES; else 1.
+absl::Status ResolveNumShard(const EnvLookup& env, bool num_shard_given,
+                             ServerConfig* config) {
+  if (const std::optional<std::string> gpus = env("NUM_GPUS"); gpus.has_value()) {
+    uint32_t parsed = 0;
+    if (!absl::SimpleAtoi(*gpus, &parsed) || parsed < 1 || parsed > 64) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("NUM_GPUS: invalid value '", *gpus, "': expected an integer in [1, 64]"));
+    }
+    if (num_shard_given && parsed != config->num_shard) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "NUM_GPUS and num_shard are set to different values (", parsed, " and ",
+          config->num_shard, ")"));
+    }
+    config->num_shard = parsed;
+    return absl::OkStatus();
+  }
+  if (num_shard_given) return absl::OkStatus();
+  std::optional<std::string> devices = env("CUDA_VISIBLE_DEVICES");
+  if (!devices.has_value()) devices = env("NVIDIA_VISIBLE_DEVICES");
+  if (devices.has_value()) {
+    config->num_shard =
+        static_cast<uint32_t>(std::count(devices->begin(), devices->end(), ',') + 1);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const ServerConfig& config) {
   if (config.tls_cert_path.empty() != config.tls_key_path.empty()) {
     return absl::InvalidArgumentError(
@@ -181,7 +214,7 @@ absl::Status Validate(const ServerConfig& config) {
 
 // Applies the command-line flags over `config`; sets *help on --help.
 absl::Status ApplyFlags(const std::vector<std::string>& args,
-                        ServerConfig* config, bool* help) {
+                        ServerConfig* config, bool* help, bool* num_shard_given) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg == "--help" || arg == "-h") {
@@ -211,6 +244,7 @@ absl::Status ApplyFlags(const std::vector<std::string>& args,
     }
     absl::Status status = Apply(*option, value, "--" + name, config);
     if (!status.ok()) return status;
+    if (option->env == "NUM_SHARD") *num_shard_given = true;
   }
   return absl::OkStatus();
 }
@@ -226,15 +260,19 @@ std::optional<std::string> ProcessEnv(const std::string& name) {
 absl::StatusOr<ParsedCommandLine> ParseServerConfig(
     const std::vector<std::string>& args, const EnvLookup& env) {
   ParsedCommandLine parsed;
+  bool num_shard_given = false;
   for (const Option& option : Options()) {
     const std::optional<std::string> value = env(option.env);
     if (!value.has_value()) continue;
     absl::Status status = Apply(option, *value, option.env, &parsed.config);
     if (!status.ok()) return status;
+    if (option.env == "NUM_SHARD") num_shard_given = true;
   }
-  absl::Status status = ApplyFlags(args, &parsed.config, &parsed.help);
+  absl::Status status = ApplyFlags(args, &parsed.config, &parsed.help, &num_shard_given);
   if (!status.ok()) return status;
   if (parsed.help) return parsed;
+  status = ResolveNumShard(env, num_shard_given, &parsed.config);
+  if (!status.ok()) return status;
   status = Validate(parsed.config);
   if (!status.ok()) return status;
   return parsed;

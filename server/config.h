@@ -31,7 +31,9 @@ struct ServerConfig {
   uint32_t max_waiting_tokens = 24;
   // DTYPE_STR: float32, bfloat16 or float16; empty means float32 on CPU.
   std::string dtype_str;
-  // NUM_SHARD: tensor-parallel worker processes.
+  // NUM_SHARD: tensor-parallel worker processes. Unset, it is NUM_GPUS, else
+  // the count of CUDA_VISIBLE_DEVICES (or NVIDIA_VISIBLE_DEVICES) entries,
+  // else 1, as TGIS's launcher decides; NUM_GPUS and NUM_SHARD must agree.
   uint32_t num_shard = 1;
   // MASTER_ADDR / MASTER_PORT: where the workers meet (rank 0 listens).
   std::string master_addr = "localhost";
