@@ -23,9 +23,9 @@ def pb(tmp_path_factory):
     out = tmp_path_factory.mktemp("stubs")
     assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
                         f"--grpc_python_out={out}", str(ROOT / "proto" / "generation.proto")]) == 0
-    for extra in ("health.proto", "reflection.proto"):
-        assert protoc.main(["protoc", f"-I{ROOT / 'tests' / 'cases'}", f"--python_out={out}",
-                            f"--grpc_python_out={out}", str(ROOT / "tests/cases" / extra)]) == 0
+    for folder, extra in (("proto", "health.proto"), ("tests/cases", "reflection.proto")):
+        assert protoc.main(["protoc", f"-I{ROOT / folder}", f"--python_out={out}",
+                            f"--grpc_python_out={out}", str(ROOT / folder / extra)]) == 0
     sys.path.insert(0, str(out))
     import generation_pb2
     import generation_pb2_grpc

@@ -1,6 +1,6 @@
 """Python gRPC stubs for the serving tools, compiled once per process from the
 repository's protos (proto/generation.proto, and the standard health protocol that
-tests/cases/health.proto spells out) into a temporary folder."""
+proto/health.proto spells out) into a temporary folder."""
 
 import functools
 import pathlib
@@ -17,7 +17,7 @@ def load():
     """Returns (generation_pb2, generation_pb2_grpc, health_pb2, health_pb2_grpc)."""
     out = tempfile.mkdtemp(prefix="fms-stubs-")
     for folder, name in ((ROOT / "proto", "generation.proto"),
-                         (ROOT / "tests" / "cases", "health.proto")):
+                         (ROOT / "proto", "health.proto")):
         if protoc.main(["protoc", f"-I{folder}", f"--python_out={out}",
                         f"--grpc_python_out={out}", str(folder / name)]) != 0:
             raise RuntimeError(f"protoc failed on {folder / name}")
