@@ -1,0 +1,1 @@
+"""Offline checks of deploy/: rendering, schema validation, image tree."""
