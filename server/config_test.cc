@@ -94,6 +94,38 @@ TEST(ServerConfig, ErrorsNameTheFlagOrVariable) {
   }
 }
 
+// TGIS's launcher (find_num_shards): NUM_SHARD, else NUM_GPUS, else one
+// shard per visible device, else 1.
+TEST(ServerConfig, ShardCountComesFromGpusOrVisibleDevicesWhenUnset) {
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::string> env;
+    uint32_t want;
+  };
+  const std::vector<Case> cases = {
+      {{}, {{"NUM_GPUS", "4"}}, 4},
+      {{}, {{"CUDA_VISIBLE_DEVICES", "0,1,2"}}, 3},
+      {{}, {{"NVIDIA_VISIBLE_DEVICES", "2,3"}}, 2},
+      {{}, {{"CUDA_VISIBLE_DEVICES", "1"}, {"NVIDIA_VISIBLE_DEVICES", "0,1,2,3"}}, 1},
+      {{}, {{"NUM_GPUS", "2"}, {"CUDA_VISIBLE_DEVICES", "0,1,2,3"}}, 2},
+      {{"--num-shard=2"}, {{"CUDA_VISIBLE_DEVICES", "0,1,2,3"}}, 2},
+      {{}, {{"NUM_SHARD", "2"}, {"NUM_GPUS", "2"}}, 2},
+      {{}, {}, 1},
+  };
+  for (const Case& c : cases) {
+    auto parsed = ParseServerConfig(c.args, FakeEnv(c.env));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(parsed->config.num_shard, c.want) << c.want;
+  }
+  auto clash = ParseServerConfig({"--num-shard=2"}, FakeEnv({{"NUM_GPUS", "4"}}));
+  ASSERT_FALSE(clash.ok());
+  EXPECT_EQ(clash.status().message(),
+            "NUM_GPUS and num_shard are set to different values (4 and 2)");
+  auto bad = ParseServerConfig({}, FakeEnv({{"NUM_GPUS", "many"}}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("NUM_GPUS: invalid value 'many'"), std::string::npos);
+}
+
 TEST(ServerConfig, HelpListsEveryFlagWithItsEnvironmentName) {
   auto parsed = ParseServerConfig({"--help"}, FakeEnv({}));
   ASSERT_TRUE(parsed.ok());

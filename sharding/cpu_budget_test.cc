@@ -1,0 +1,36 @@
+#include "sharding/cpu_budget.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace fms {
+namespace {
+
+TEST(CoresFromCpuMax, RoundsTheQuotaUpAndIgnoresNoLimit) {
+  EXPECT_EQ(CoresFromCpuMax("800000 100000\n"), 8);
+  EXPECT_EQ(CoresFromCpuMax("150000 100000"), 2);  // limits.cpu: 1500m
+  EXPECT_EQ(CoresFromCpuMax("50000 100000"), 1);   // 500m still gets a thread.
+  EXPECT_EQ(CoresFromCpuMax("max 100000\n"), std::nullopt);
+  EXPECT_EQ(CoresFromCpuMax(""), std::nullopt);
+  EXPECT_EQ(CoresFromCpuMax("garbage"), std::nullopt);
+}
+
+// A fake cgroup root whose every level (the root of the path read from
+// /proc/self/cgroup, since "" is its top) carries a 2-core quota.
+TEST(CpuBudget, AQuotaCapsTheAffinityMask) {
+  const std::filesystem::path root = std::filesystem::path(testing::TempDir()) / "cgroup";
+  std::filesystem::create_directories(root);
+  std::ofstream(root / "cpu.max") << "200000 100000\n";
+  const int cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  EXPECT_EQ(CpuBudget(root.string()), std::min(cpus, 2));
+  std::ofstream(root / "cpu.max") << "max 100000\n";
+  EXPECT_GE(CpuBudget(root.string()), 1);
+  EXPECT_LE(CpuBudget(root.string()), cpus);
+}
+
+}  // namespace
+}  // namespace fms
