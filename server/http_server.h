@@ -1,16 +1,19 @@
-// A minimal HTTP/1.1 server for GET /health and GET /metrics on PORT: one
-// thread, one request per connection, bounded request size. Enough for
-// Kubernetes probes and Prometheus scrapes; nothing else is served.
+// The HTTP port (PORT, default 3000): GET /health and GET /metrics for
+// Kubernetes probes and Prometheus scrapes, nothing else. Served by civetweb
+// (the web server prometheus-cpp's own exposer uses) with a pool of threads
+// and a total time limit per request, so idle or slow ("slow-loris") clients
+// cannot hold up a probe: each is dropped after kRequestTimeoutMs.
 
 #ifndef FMS_SERVER_HTTP_SERVER_H_
 #define FMS_SERVER_HTTP_SERVER_H_
 
-#include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
+
+struct mg_context;
 
 namespace fms {
 
@@ -21,26 +24,33 @@ struct HttpResponse {
 };
 
 // Answers GET `path` (no query string); 404 for other paths is the handler's.
+// Called on civetweb's threads, several at once.
 using HttpHandler = std::function<HttpResponse(const std::string& path)>;
+
+struct HttpServerOptions {
+  // Connections served at once; more wait in the accept queue. Above the
+  // number of hostile clients a pod should survive (tests use 100).
+  int threads = 128;
+  // A request must arrive whole within this time, counted from its first
+  // byte, or the connection is closed; idle connections too.
+  int request_timeout_ms = 2000;
+};
 
 class HttpServer {
  public:
   // Listens on 0.0.0.0:`port` (0 picks one) and serves until destroyed.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(int port, HttpHandler handler);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(int port, HttpHandler handler,
+                                                           HttpServerOptions options = {});
   ~HttpServer();
 
   int port() const { return port_; }
 
  private:
-  HttpServer(int fd, int port, HttpHandler handler);
-  void Loop();
-  void Serve(int client);
+  explicit HttpServer(std::unique_ptr<HttpHandler> handler) : handler_(std::move(handler)) {}
 
-  const int fd_;
-  const int port_;
-  const HttpHandler handler_;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
+  std::unique_ptr<HttpHandler> handler_;  // civetweb's callback data.
+  mg_context* context_ = nullptr;
+  int port_ = 0;
 };
 
 }  // namespace fms

@@ -122,6 +122,56 @@ def test_http_health_and_metrics_after_traffic(pb, stub):
     assert 'tgi_request_failure{err="validation"}' in text
 
 
+def test_http_port_answers_probes_past_idle_and_slow_clients(stub):
+    """50 connections that send nothing and 50 that drip a request header line by
+    line ("slow loris") must not hold up /health and /metrics (kubelet gives a
+    probe 1-10 s); the server closes them once its request time limit passes."""
+    import socket
+    import threading
+    address = ("127.0.0.1", HTTP_PORT["main"])
+    idle = [socket.create_connection(address) for _ in range(50)]
+    loris = [socket.create_connection(address) for _ in range(50)]
+    stop = threading.Event()
+
+    def drip():
+        for s in loris:
+            s.sendall(b"GET /health HTTP/1.1\r\n")
+        while not stop.wait(0.3):
+            for s in loris:
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    time.sleep(0.3)
+    try:
+        slowest = 0.0
+        for path in ["/health", "/metrics"] * 10:
+            start = time.time()
+            status, _ = http_get(path)
+            slowest = max(slowest, time.time() - start)
+            assert status == 200, path
+        assert slowest < 0.1, f"slowest answer {slowest * 1000:.0f} ms"
+        # Every hostile connection is closed by the server within its time limit
+        # (2 s), well before this test's 10 s.
+        for s in idle + loris:
+            s.settimeout(10)
+        started = time.time()
+        for s in idle + loris:
+            try:
+                while s.recv(4096):
+                    pass  # A slow client may get a 4xx before the close.
+            except ConnectionResetError:
+                pass
+        assert time.time() - started < 10
+    finally:
+        stop.set()
+        dripper.join()
+        for s in idle + loris:
+            s.close()
+
+
 def test_64_concurrent_mixed_requests_with_cancellations(pb, stub):
     import random
     import threading

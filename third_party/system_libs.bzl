@@ -52,6 +52,8 @@ def _system_libs_impl(rctx):
             (doc, name, defines, linkopts + extra),
         )
     build.append('cc_library(name = "dl", linkopts = ["-ldl"])\n')
+    # civetweb (Debian 1.15, prometheus-cpp's web server) ships no .pc file.
+    build.append('cc_library(name = "civetweb", linkopts = ["-lcivetweb"])\n')
     rctx.file("WORKSPACE", 'workspace(name = "%s")\n' % rctx.name)
     rctx.file("BUILD.bazel", "\n".join(build))
 
