@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/status/status.h"
@@ -117,6 +118,28 @@ std::vector<std::string> CheckpointFiles(const fs::path& dir) {
   return files;
 }
 
+// Two tensors sharing bytes: a damaged or hand-made file (the safetensors
+// format lays tensors out back to back, and its library refuses overlaps).
+template <typename Entries>
+std::optional<std::string> FindOverlap(const Entries& entries) {
+  std::vector<std::pair<const std::string*, const TensorEntry*>> by_offset;
+  for (const auto& [name, entry] : entries) {
+    if (entry.end > entry.begin) by_offset.push_back({&name, &entry});
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const auto& [previous, before] = by_offset[i - 1];
+    const auto& [name, entry] = by_offset[i];
+    if (entry->begin < before->end) {
+      return absl::StrCat("tensors '", *previous, "' [", before->begin, ", ", before->end,
+                          ") and '", *name, "' [", entry->begin, ", ", entry->end,
+                          ") overlap (damaged file?)");
+    }
+  }
+  return std::nullopt;
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -160,6 +183,7 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(
     }
     file->entries_.emplace(name, *std::move(entry));
   }
+  if (auto overlap = FindOverlap(file->entries_); overlap.has_value()) return fail(*overlap);
   return file;
 }
 

@@ -136,6 +136,10 @@ TEST(Safetensors, CorruptFilesAreErrorsNotCrashes) {
       {"size_mismatch", 0, R"({"w": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}})",
        "do not match dtype and shape"},
       {"malformed", 0, R"({"w": {"dtype": "F32"}})", "tensor 'w': malformed entry"},
+      {"overlap", 0,
+       R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+           "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})",
+       "tensors 'a' [0, 16) and 'b' [8, 16) overlap"},
   };
   for (const Case& c : cases) {
     const fs::path dir = NewDir(c.name);
