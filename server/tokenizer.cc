@@ -14,18 +14,27 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
   namespace fs = std::filesystem;
   std::error_code error;
   const fs::path dir = fs::absolute(model_dir, error);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer;
+  fs::path file;
   if (fs::is_regular_file(dir / "tokenizer.json", error)) {
-    auto hf = HfTokenizer::Load((dir / "tokenizer.json").string());
+    file = dir / "tokenizer.json";
+    auto hf = HfTokenizer::Load(file.string());
     if (!hf.ok()) return hf.status();
-    return std::unique_ptr<Tokenizer>(*std::move(hf));
-  }
-  if (fs::is_regular_file(dir / "tokenizer.model", error)) {
-    auto spm = SpmTokenizer::Load((dir / "tokenizer.model").string());
+    tokenizer = std::unique_ptr<Tokenizer>(*std::move(hf));
+  } else if (fs::is_regular_file(dir / "tokenizer.model", error)) {
+    file = dir / "tokenizer.model";
+    auto spm = SpmTokenizer::Load(file.string());
     if (!spm.ok()) return spm.status();
-    return std::unique_ptr<Tokenizer>(*std::move(spm));
+    tokenizer = std::unique_ptr<Tokenizer>(*std::move(spm));
+  } else {
+    return absl::NotFoundError(absl::StrCat(
+        model_dir, ": no tokenizer.json or tokenizer.model in the model directory"));
   }
-  return absl::NotFoundError(
-      absl::StrCat(model_dir, ": no tokenizer.json or tokenizer.model in the model directory"));
+  // A tokenizer that knows no token would turn every prompt into nothing.
+  if ((*tokenizer)->vocab_size() <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": empty vocabulary"));
+  }
+  return tokenizer;
 }
 
 absl::StatusOr<PromptEncoding> EncodePrompt(const Tokenizer& tokenizer, std::string_view text,
