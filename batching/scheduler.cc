@@ -207,6 +207,15 @@ std::vector<SequenceEvent> Scheduler::Update(const StepResult& result, Clock::ti
                   result.outputs[next_output].id == chunk.id,
               "step result does not match the plan");
     const SequenceOutput& out = result.outputs[next_output++];
+    if (out.non_finite_logits) {  // No token; the other sequences go on.
+      events.push_back({.id = chunk.id,
+                        .generated = static_cast<uint32_t>(seq.generated.size()),
+                        .finish = FinishReason::kError,
+                        .error = absl::InternalError(
+                            "the model produced NaN or infinite logits")});
+      Release(chunk.id);
+      continue;
+    }
     seq.generated.push_back(out.token);
     SequenceEvent event{.id = chunk.id, .has_token = true, .token = out.token,
                         .details = out.details, .prompt_details = out.prompt_details,

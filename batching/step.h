@@ -83,6 +83,9 @@ struct SequenceOutput {
   // position order, reported with the sampled token that ends the prompt;
   // the first prompt position has NaN logprob and rank 0.
   std::vector<TokenDetails> prompt_details;
+  // The model's logits for this sequence held NaN or infinity (damaged
+  // weights, overflow): no token was sampled; the sequence ends with an error.
+  bool non_finite_logits = false;
 
   bool operator==(const SequenceOutput&) const = default;
 };

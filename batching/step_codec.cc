@@ -130,6 +130,7 @@ worker::StepResult ToProto(const StepResult& result) {
     out->set_token(o.token);
     ToProto(o.details, out->mutable_details());
     for (const TokenDetails& d : o.prompt_details) ToProto(d, out->add_prompt_details());
+    out->set_non_finite_logits(o.non_finite_logits);
   }
   return proto;
 }
@@ -139,7 +140,8 @@ absl::StatusOr<StepResult> FromProto(const worker::StepResult& proto) {
   StepResult result{.step = proto.step()};
   for (const worker::SequenceOutput& o : proto.outputs()) {
     SequenceOutput output{.id = o.id(), .token = o.token(),
-                          .details = FromProto(o.details())};
+                          .details = FromProto(o.details()),
+                          .non_finite_logits = o.non_finite_logits()};
     for (const worker::TokenDetails& d : o.prompt_details()) {
       output.prompt_details.push_back(FromProto(d));
     }

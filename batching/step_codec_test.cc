@@ -57,6 +57,7 @@ TEST(StepCodec, ResultRoundTripsThroughBytes) {
        .details = {.logprob = -0.25f, .rank = 2, .top = {{29871, -0.25f}, {13, -1.5f}}},
        .prompt_details = {{.logprob = 0.0f}, {.logprob = -3.5f, .rank = 17}}});
   result.outputs.push_back({.id = 2, .token = 2});
+  result.outputs.push_back({.id = 3, .non_finite_logits = true});
   worker::StepResult parsed;
   ASSERT_TRUE(parsed.ParseFromString(ToProto(result).SerializeAsString()));
   auto back = FromProto(parsed);

@@ -88,17 +88,24 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
     inputs.push_back({&seq.spec.sampling, seq.spec.prompt, seq.generated});
   }
   if (inputs.empty()) return result;
-  const at::Tensor rows = logits.index_select(0, at::tensor(sample_rows, at::kLong));
+  // rows [B, vocab] fp32. A row with NaN or infinity would sample garbage (or
+  // make multinomial throw for the whole step): it is zeroed and flagged.
+  at::Tensor rows = logits.index_select(0, at::tensor(sample_rows, at::kLong));
+  const at::Tensor broken = rows.isfinite().logical_not().any(1);  // [B] bool
+  const bool any_broken = broken.any().item<bool>();
+  if (any_broken) rows = rows.masked_fill(broken.unsqueeze(1), 0.0);
   const std::vector<TokenChoice> choices =
       SampleTokens(rows, inputs, model_->config().eos_token_ids);
   size_t k = 0;
   for (const ScheduledChunk& c : plan.chunks) {
     if (!c.sample) continue;
     Sequence& seq = Known(c.id);
-    seq.generated.push_back(choices[k].token);
+    const bool non_finite = any_broken && broken[static_cast<int64_t>(k)].item<bool>();
+    if (!non_finite) seq.generated.push_back(choices[k].token);
     result.outputs.push_back({.id = c.id, .token = choices[k].token,
                               .details = choices[k].details,
-                              .prompt_details = std::move(seq.prompt_details)});
+                              .prompt_details = std::move(seq.prompt_details),
+                              .non_finite_logits = non_finite});
     seq.prompt_details.clear();
     ++k;
   }

@@ -95,3 +95,52 @@ def test_damaged_model_stops_start_up_with_one_line(test_models, tmp_path, case)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert str(model / file) in lines[0] and cause in lines[0], lines[0]
+
+
+def test_nan_logits_end_that_request_with_an_error_and_spare_the_others(pb, test_models,
+                                                                       tmp_path):
+    """A NaN row in the embedding table poisons exactly the prompts that use that
+    token: their requests end with an error naming the cause instead of
+    streaming garbage, and a request in the same batch without it succeeds."""
+    import threading
+
+    import grpc
+    import sentencepiece
+    import torch
+    from google.protobuf import json_format
+    from safetensors.torch import load_file, save_file
+
+    from server_harness import start_server, wait_ready
+    model = tmp_path / "model"
+    shutil.copytree(test_models / "gqa2", model)
+    tokens = sentencepiece.SentencePieceProcessor(model_file=str(model / "tokenizer.model"))
+    clean = "The water is calm"
+    poisoned = [t for t in tokens.encode("A zebra") if t not in tokens.encode(clean)][0]
+    weights = load_file(model / "model.safetensors")
+    weights["model.embed_tokens.weight"][poisoned] = float("nan")
+    save_file(weights, model / "model.safetensors")
+    process, port = start_server(test_models, model=str(model))
+    stub = wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    params = json_format.ParseDict({"stopping": {"maxNewTokens": 20, "minNewTokens": 20}},
+                                   pb[0].Parameters())
+    outcome = {}
+
+    def ask(name, text):
+        try:
+            outcome[name] = stub.Generate(pb[0].BatchedGenerationRequest(
+                requests=[pb[0].GenerationRequest(text=text)], params=params), timeout=60)
+        except grpc.RpcError as error:
+            outcome[name] = error
+    askers = [threading.Thread(target=ask, args=("poisoned", "A zebra")),
+              threading.Thread(target=ask, args=("clean", clean))]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert isinstance(outcome["poisoned"], grpc.RpcError), outcome["poisoned"]
+    assert outcome["poisoned"].code() == grpc.StatusCode.UNKNOWN
+    assert "NaN or infinite logits" in outcome["poisoned"].details()
+    assert not isinstance(outcome["clean"], grpc.RpcError), outcome["clean"]
+    assert outcome["clean"].responses[0].generated_token_count == 20
+    process.terminate()
+    assert process.wait(timeout=30) == 0
