@@ -18,6 +18,8 @@ struct EngineInfo {
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
   std::vector<int32_t> eos_token_ids;
+  // Checkpoint tensors holding NaN or infinity (rank 0's slices), for a warning.
+  std::vector<std::string> non_finite_weights;
 };
 
 class Engine {

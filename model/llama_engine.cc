@@ -18,7 +18,8 @@ EngineInfo LlamaEngine::Info() const {
           .block_size = cache_.block_size(),
           .vocab_size = c.vocab_size,
           .max_position_embeddings = c.max_position_embeddings,
-          .eos_token_ids = c.eos_token_ids};
+          .eos_token_ids = c.eos_token_ids,
+          .non_finite_weights = model_->non_finite_weights()};
 }
 
 void LlamaEngine::AddPromptDetails(Sequence& seq, int64_t first, const at::Tensor& rows) {

@@ -27,6 +27,7 @@ class LlamaLoader {
       : weights_(weights), config_(config), layout_(layout), options_(options) {}
 
   absl::Status LoadInto(LlamaModel* model) {
+    model_non_finite_ = &model->non_finite_weights_;
     auto embed = VocabRows("model.embed_tokens.weight");
     if (!embed.ok()) return embed.status();
     model->embed_ = *std::move(embed);
@@ -53,6 +54,9 @@ class LlamaLoader {
                                   const TensorSlice& slice = {}) {
     auto tensor = weights_.Read(name, shape, options_.dtype, slice);
     if (!tensor.ok()) return tensor.status();
+    // Served anyway (a damaged row may never be used), but reported: the
+    // requests it reaches end with an error (LlamaEngine, non-finite logits).
+    if (!tensor->isfinite().all().item<bool>()) model_non_finite_->push_back(name);
     return tensor->to(options_.device);
   }
 
@@ -123,6 +127,7 @@ class LlamaLoader {
   }
 
   const WeightSource& weights_;
+  std::vector<std::string>* model_non_finite_ = nullptr;
   const LlamaConfig& config_;
   const ShardLayout& layout_;
   const LlamaOptions& options_;

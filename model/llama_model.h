@@ -57,6 +57,8 @@ class LlamaModel {
       const LlamaConfig& config, const WeightSource& weights, const LlamaOptions& options);
 
   const LlamaConfig& config() const { return config_; }
+  // Checkpoint tensors (this rank's slices) holding NaN or infinity.
+  const std::vector<std::string>& non_finite_weights() const { return non_finite_weights_; }
   const LlamaOptions& options() const { return options_; }
   const ShardLayout& layout() const { return layout_; }
 
@@ -98,6 +100,7 @@ class LlamaModel {
   at::Tensor final_norm_;  // [hidden]
   std::vector<LayerWeights> layers_;
 
+  std::vector<std::string> non_finite_weights_;
   friend class LlamaLoader;
 };
 

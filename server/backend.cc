@@ -60,6 +60,11 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
   b.engine = *std::move(engine);
   const EngineInfo info = b.engine->Info();
   b.kv_blocks = info.num_blocks;  // The workers size their own pools.
+  if (!info.non_finite_weights.empty()) {
+    LogEvent(LogLevel::kWarn, "model weights hold NaN or infinite values",
+             nlohmann::json{{"model", config.model_name},
+                            {"tensors", info.non_finite_weights}}.dump());
+  }
   const uint32_t max_seq = b.options.limits.max_sequence_length;
   b.metrics = std::make_unique<ServerMetrics>(
       MetricsLimits{.max_sequence_length = max_seq,

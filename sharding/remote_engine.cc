@@ -30,7 +30,9 @@ absl::StatusOr<std::pair<RemoteEngine::Stubs, EngineInfo>> RemoteEngine::Open(
                    .block_size = info.block_size(),
                    .vocab_size = info.vocab_size(),
                    .max_position_embeddings = info.max_position_embeddings(),
-                   .eos_token_ids = {info.eos_token_ids().begin(), info.eos_token_ids().end()}};
+                   .eos_token_ids = {info.eos_token_ids().begin(), info.eos_token_ids().end()},
+                   .non_finite_weights = {info.non_finite_weights().begin(),
+                                          info.non_finite_weights().end()}};
   return std::make_pair(std::move(stubs), std::move(facts));
 }
 

@@ -26,6 +26,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const worker::InfoRequest
   response->set_vocab_size(info.vocab_size);
   response->set_max_position_embeddings(info.max_position_embeddings);
   response->mutable_eos_token_ids()->Add(info.eos_token_ids.begin(), info.eos_token_ids.end());
+  for (const std::string& name : info.non_finite_weights) response->add_non_finite_weights(name);
   return grpc::Status::OK;
 }
 
