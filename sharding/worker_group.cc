@@ -17,8 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "batching/step_codec.h"
-#include "sharding/cpu_budget.h"
 #include "proto/worker.grpc.pb.h"
+#include "sharding/cpu_budget.h"
 
 extern char** environ;
 

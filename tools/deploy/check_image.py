@@ -21,6 +21,7 @@ import hashlib
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -110,12 +111,17 @@ exec chroot --userspec=2000:0 "$root" /usr/bin/env -i {' '.join(f'{k}={v}' for k
                             stderr=subprocess.STDOUT, text=True)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def worker_logs(scratch: pathlib.Path) -> str:
     return "".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in scratch.rglob("rank-*.log"))
 
 
 def serve_and_query(image: pathlib.Path) -> None:
-    from tests.server_harness import free_port  # noqa: E402 (the tests' helper)
     from tools.serving import stubs
     pb, rpc, health_pb, health_rpc = stubs.load()
     import grpc
