@@ -84,14 +84,16 @@ void Batcher::Deliver(const std::vector<SequenceEvent>& events) {
   for (const SequenceEvent& event : events) {
     auto it = open_.find(event.id);
     if (it == open_.end()) continue;
-    it->second.sink(event);
-    if (event.finish == FinishReason::kNotFinished) continue;
-    if (metrics_ != nullptr && it->second.admitted.has_value() &&
-        !it->second.request.internal) {
-      const auto inference = Clock::now() - *it->second.admitted;
-      metrics_->OnInferenceDone(event.finish, std::chrono::duration<double>(inference).count());
+    Submission& submission = it->second;
+    if (submission.admitted.has_value() && !submission.admission_told) {
+      SequenceEvent first = event;  // The first event after admission says when.
+      first.admitted = submission.admitted;
+      submission.admission_told = true;
+      submission.sink(first);
+    } else {
+      submission.sink(event);
     }
-    open_.erase(it);
+    if (event.finish != FinishReason::kNotFinished) open_.erase(it);
   }
 }
 

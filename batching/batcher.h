@@ -57,12 +57,6 @@ class BatcherMetrics {
   virtual void OnState(const QueueState& state) { (void)state; }
   // A request reached the batch after `queue_seconds` in the queue.
   virtual void OnAdmitted(double queue_seconds) { (void)queue_seconds; }
-  // An admitted request ended with `finish` after `inference_seconds` from its
-  // first admission to its final event.
-  virtual void OnInferenceDone(FinishReason finish, double inference_seconds) {
-    (void)finish;
-    (void)inference_seconds;
-  }
 };
 
 class Batcher {
@@ -91,6 +85,7 @@ class Batcher {
     Request request;
     EventSink sink;
     std::optional<Clock::time_point> admitted;  // First admission to the batch.
+    bool admission_told = false;  // An event carried `admitted` to the sink.
   };
   struct Ending {
     SequenceId id;

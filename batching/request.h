@@ -59,6 +59,9 @@ struct SequenceEvent {
   uint32_t generated = 0;  // Tokens generated so far, this one included.
   FinishReason finish = FinishReason::kNotFinished;
   absl::Status error;  // finish == kError.
+  // On the first event after the request reached the batch: when it did
+  // (tgi_request_inference_duration runs from here).
+  std::optional<Clock::time_point> admitted;
 };
 
 }  // namespace fms

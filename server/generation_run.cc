@@ -108,6 +108,7 @@ void GenerationRun::RecordTokenTime(Clock::time_point received) {
 
 bool GenerationRun::OnEvent(const SequenceEvent& event, Clock::time_point received) {
   if (done_) return false;
+  if (event.admitted.has_value()) admitted_ = event.admitted;
   if (!event.prompt_details.empty()) AddInputTokens(event);
   bool stop_now = false;
   std::optional<fmaas::GenerationResponse> message;
@@ -168,7 +169,12 @@ void GenerationRun::Finish(FinishReason reason, absl::Status status,
     }
   }
   status_ = status;
-  const double seconds = std::chrono::duration<double>(Clock::now() - request_.arrival).count();
+  const Clock::time_point end = Clock::now();
+  const double seconds = std::chrono::duration<double>(end - request_.arrival).count();
+  std::optional<double> inference_seconds;
+  if (admitted_.has_value()) {
+    inference_seconds = std::chrono::duration<double>(end - *admitted_).count();
+  }
   LogRequest({.method = method_,
               .correlation_id = correlation_id_,
               .input_tokens = input_token_count(),
@@ -185,7 +191,7 @@ void GenerationRun::Finish(FinishReason reason, absl::Status status,
       m->RequestFailed("timeout");  // Expired in the queue.
     } else {
       m->InputSucceeded(kind_, fmaas::StopReason_Name(ToStopReason(reason)),
-                        input_token_count(), generated_, seconds);
+                        input_token_count(), generated_, seconds, inference_seconds);
     }
   }
   if (!status.ok()) return;

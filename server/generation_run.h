@@ -89,6 +89,7 @@ class GenerationRun {
   std::string method_ = "Generate";
   std::string correlation_id_;
   Clock::time_point last_token_time_;
+  std::optional<Clock::time_point> admitted_;  // From the final event.
 
   std::deque<fmaas::GenerationResponse> outbox_;
   fmaas::GenerationResponse unary_;

@@ -102,12 +102,6 @@ void ServerMetrics::OnState(const QueueState& s) {
 
 void ServerMetrics::OnAdmitted(double queue_seconds) { queue_duration_->Observe(queue_seconds); }
 
-void ServerMetrics::OnInferenceDone(FinishReason finish, double inference_seconds) {
-  // As tgi_request_duration: inputs that ended normally (TGIS records both on
-  // success only).
-  if (finish == FinishReason::kError || finish == FinishReason::kCancelled) return;
-  inference_duration_->Observe(inference_seconds);
-}
 
 void ServerMetrics::RequestStarted(const std::string& kind, int inputs) {
   request_count_.Increment({{"kind", kind}});
@@ -120,12 +114,13 @@ void ServerMetrics::RequestFailed(const std::string& err) {
 
 void ServerMetrics::InputSucceeded(const std::string& kind, const std::string& stop_reason,
                                    uint32_t input_tokens, uint32_t generated_tokens,
-                                   double seconds) {
+                                   double seconds, std::optional<double> inference_seconds) {
   request_success_.Increment({{"stop_reason", stop_reason}, {"kind", kind}});
   generated_tokens_->Observe(generated_tokens);
   input_length_->Observe(input_tokens);
   total_tokens_->Observe(input_tokens + generated_tokens);
   request_duration_->Observe(seconds);
+  if (inference_seconds.has_value()) inference_duration_->Observe(*inference_seconds);
 }
 
 void ServerMetrics::FirstToken(double seconds) { time_to_first_token_->Observe(seconds); }

@@ -12,6 +12,7 @@
 #include <prometheus/registry.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "batching/batcher.h"
@@ -32,16 +33,17 @@ class ServerMetrics : public BatcherMetrics {
   void OnStep(const StepStats& stats) override;
   void OnState(const QueueState& state) override;
   void OnAdmitted(double queue_seconds) override;
-  void OnInferenceDone(FinishReason finish, double inference_seconds) override;
 
   // A Generate ("single" or "batch") or GenerateStream ("stream") call with
   // `inputs` inputs passed validation.
   void RequestStarted(const std::string& kind, int inputs);
   // err: validation, conc_limit, generate, cancelled, timeout, unknown.
   void RequestFailed(const std::string& err);
-  // One input ended normally.
+  // One input ended normally after `seconds` from arrival, `inference_seconds`
+  // of them from its admission to the batch (none if it never got there).
   void InputSucceeded(const std::string& kind, const std::string& stop_reason,
-                      uint32_t input_tokens, uint32_t generated_tokens, double seconds);
+                      uint32_t input_tokens, uint32_t generated_tokens, double seconds,
+                      std::optional<double> inference_seconds);
   void FirstToken(double seconds);    // From arrival.
   void InterToken(double seconds);    // Between consecutive tokens.
   void Tokenized(int inputs, int64_t tokens, double seconds);
