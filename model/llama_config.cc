@@ -1,8 +1,10 @@
 #include "model/llama_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/status/status.h"
@@ -13,6 +15,11 @@ namespace fms {
 namespace {
 
 using json = nlohmann::json;
+
+// Token ids and every size the model computes with fit an int32 (token ids
+// cross the worker protocol as int32; products of sizes stay far from int64's
+// limit). A config beyond that is damaged, not a model.
+constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();
 
 absl::Status FieldError(absl::string_view file, absl::string_view field,
                         absl::string_view problem) {
@@ -29,6 +36,9 @@ absl::Status ReadPositive(const json& j, absl::string_view file,
   if (!j[field].is_number_integer() || j[field].get<int64_t>() <= 0) {
     return FieldError(file, field, "must be a positive integer");
   }
+  if (j[field].get<int64_t>() > kMaxSize) {
+    return FieldError(file, field, absl::StrCat("must be at most ", kMaxSize));
+  }
   *out = j[field].get<int64_t>();
   return absl::OkStatus();
 }
@@ -36,7 +46,8 @@ absl::Status ReadPositive(const json& j, absl::string_view file,
 absl::Status ReadNumber(const json& j, absl::string_view file, const char* field,
                         double* out) {
   if (!j.contains(field) || j[field].is_null()) return absl::OkStatus();
-  if (!j[field].is_number() || !(j[field].get<double>() > 0)) {
+  if (!j[field].is_number() || !(j[field].get<double>() > 0) ||
+      !std::isfinite(j[field].get<double>())) {
     return FieldError(file, field, "must be a positive number");
   }
   *out = j[field].get<double>();
@@ -59,7 +70,8 @@ absl::Status ReadTokenIds(const json& j, absl::string_view file,
   std::vector<json> items =
       value.is_array() ? value.get<std::vector<json>>() : std::vector<json>{value};
   for (const json& item : items) {
-    if (!item.is_number_integer() || item.get<int64_t>() < 0) {
+    if (!item.is_number_integer() || item.get<int64_t>() < 0 ||
+        item.get<int64_t>() >= kMaxSize) {
       return FieldError(file, field, "must be a token id or a list of them");
     }
     const auto id = static_cast<int32_t>(item.get<int64_t>());
@@ -191,6 +203,27 @@ absl::Status ReadShapes(const json& j, LlamaConfig* c) {
                       "must divide num_attention_heads");
   }
   if (c->head_dim % 2 != 0) return FieldError(kFile, "head_dim", "must be even");
+  if (c->num_heads * c->head_dim > kMaxSize) {
+    return FieldError(kFile, "head_dim",
+                      absl::StrCat("num_attention_heads * head_dim must be at most ", kMaxSize));
+  }
+  return absl::OkStatus();
+}
+
+// Special ids the sampler indexes logits with: inside the vocabulary.
+absl::Status CheckTokenIds(const LlamaConfig& c, absl::string_view file) {
+  for (int32_t id : c.eos_token_ids) {
+    if (id >= c.vocab_size) {
+      return FieldError(file, "eos_token_id",
+                        absl::StrCat("token id ", id, " is outside the vocabulary (vocab_size ",
+                                     c.vocab_size, ")"));
+    }
+  }
+  if (c.bos_token_id >= c.vocab_size) {
+    return FieldError(file, "bos_token_id",
+                      absl::StrCat("token id ", c.bos_token_id,
+                                   " is outside the vocabulary (vocab_size ", c.vocab_size, ")"));
+  }
   return absl::OkStatus();
 }
 
@@ -239,6 +272,7 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(
   for (const char* key : {"torch_dtype", "dtype"}) {
     if (j->contains(key) && (*j)[key].is_string()) c.torch_dtype = (*j)[key];
   }
+  if (absl::Status s = CheckTokenIds(c, kFile); !s.ok()) return s;
   if (!generation_config_json.empty()) {
     constexpr absl::string_view kGen = "generation_config.json";
     auto g = ParseJson(generation_config_json, kGen);
@@ -247,6 +281,7 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(
         !s.ok()) {
       return s;
     }
+    if (absl::Status s = CheckTokenIds(c, kGen); !s.ok()) return s;
   }
   return c;
 }

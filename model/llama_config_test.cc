@@ -95,6 +95,14 @@ TEST(LlamaConfig, ErrorsNameTheFileAndTheField) {
       {R"(, "eos_token_id": "two"})", "field 'eos_token_id': must be a token id"},
       {R"(, "tie_word_embeddings": "yes"})", "field 'tie_word_embeddings': must be a boolean"},
       {R"(, "vocab_size": 1.5})", "field 'vocab_size': must be a positive integer"},
+      // Found by tests/fuzz/llama_config_fuzz: ids and sizes beyond int32
+      // wrapped or overflowed, ids beyond the vocabulary reached the sampler.
+      {R"(, "eos_token_id": 4294967298})", "field 'eos_token_id': must be a token id"},
+      {R"(, "eos_token_id": [2, 32000]})",
+       "field 'eos_token_id': token id 32000 is outside the vocabulary (vocab_size 32000)"},
+      {R"(, "vocab_size": 100000000000})", "field 'vocab_size': must be at most 2147483647"},
+      {R"(, "head_dim": 2147483646})",
+       "field 'head_dim': num_attention_heads * head_dim must be at most 2147483647"},
   };
   for (const BadCase& c : cases) {
     auto config = ParseLlamaConfig(base + c.patch, "");

@@ -6,71 +6,34 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "nlohmann/json.hpp"
+#include "model/safetensors_header.h"
 
 namespace fms {
 namespace {
 
-using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-
-absl::StatusOr<at::ScalarType> ParseDtype(const std::string& dtype) {
-  static const auto* dtypes = new std::map<std::string, at::ScalarType>{
-      {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16},
-      {"F64", at::kDouble}, {"I64", at::kLong}, {"I32", at::kInt},
-      {"I16", at::kShort}, {"I8", at::kChar},   {"U8", at::kByte},
-      {"BOOL", at::kBool}};
-  auto it = dtypes->find(dtype);
-  if (it == dtypes->end()) {
-    return absl::InvalidArgumentError(absl::StrCat("unsupported dtype ", dtype));
+at::ScalarType ToScalarType(SafetensorsDtype dtype) {
+  switch (dtype) {
+    case SafetensorsDtype::kF32: return at::kFloat;
+    case SafetensorsDtype::kF16: return at::kHalf;
+    case SafetensorsDtype::kBF16: return at::kBFloat16;
+    case SafetensorsDtype::kF64: return at::kDouble;
+    case SafetensorsDtype::kI64: return at::kLong;
+    case SafetensorsDtype::kI32: return at::kInt;
+    case SafetensorsDtype::kI16: return at::kShort;
+    case SafetensorsDtype::kI8: return at::kChar;
+    case SafetensorsDtype::kU8: return at::kByte;
+    case SafetensorsDtype::kBool: return at::kBool;
   }
-  return it->second;
-}
-
-absl::StatusOr<TensorEntry> ParseEntry(const json& value, uint64_t data_size) {
-  if (!value.is_object() || !value.contains("dtype") ||
-      !value.contains("shape") || !value.contains("data_offsets") ||
-      !value["dtype"].is_string() || !value["shape"].is_array() ||
-      !value["data_offsets"].is_array() || value["data_offsets"].size() != 2) {
-    return absl::InvalidArgumentError("malformed entry");
-  }
-  TensorEntry entry;
-  auto dtype = ParseDtype(value["dtype"].get<std::string>());
-  if (!dtype.ok()) return dtype.status();
-  entry.dtype = *dtype;
-  uint64_t numel = 1;
-  for (const json& dim : value["shape"]) {
-    if (!dim.is_number_unsigned()) return absl::InvalidArgumentError("bad shape");
-    entry.shape.push_back(dim.get<int64_t>());
-    numel *= dim.get<uint64_t>();
-  }
-  for (const json& offset : value["data_offsets"]) {
-    if (!offset.is_number_unsigned()) {
-      return absl::InvalidArgumentError("bad data_offsets");
-    }
-  }
-  entry.begin = value["data_offsets"][0].get<uint64_t>();
-  entry.end = value["data_offsets"][1].get<uint64_t>();
-  if (entry.begin > entry.end || entry.end > data_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data_offsets [", entry.begin, ", ", entry.end,
-        ") outside the data buffer of ", data_size, " bytes (truncated file?)"));
-  }
-  if (entry.end - entry.begin != numel * at::elementSize(entry.dtype)) {
-    return absl::InvalidArgumentError("data_offsets do not match dtype and shape");
-  }
-  return entry;
+  return at::kByte;
 }
 
 absl::StatusOr<std::string> ReadText(const fs::path& path) {
@@ -82,23 +45,13 @@ absl::StatusOr<std::string> ReadText(const fs::path& path) {
 }
 
 // The files named by model.safetensors.index.json, with the tensors each holds.
-absl::StatusOr<std::map<std::string, std::string>> ReadIndex(
-    const fs::path& index_path) {
+absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const fs::path& index_path) {
   auto text = ReadText(index_path);
   if (!text.ok()) return text.status();
-  json index = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (index.is_discarded() || !index.contains("weight_map") ||
-      !index["weight_map"].is_object()) {
+  auto weight_map = ParseSafetensorsIndex(*text);
+  if (!weight_map.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(index_path.string(), ": no 'weight_map' object"));
-  }
-  std::map<std::string, std::string> weight_map;
-  for (const auto& [name, file] : index["weight_map"].items()) {
-    if (!file.is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index_path.string(), ": weight_map entry '", name, "' is not a file name"));
-    }
-    weight_map[name] = file.get<std::string>();
+        absl::StrCat(index_path.string(), ": ", weight_map.status().message()));
   }
   return weight_map;
 }
@@ -116,28 +69,6 @@ std::vector<std::string> CheckpointFiles(const fs::path& dir) {
   }
   std::sort(files.begin(), files.end());
   return files;
-}
-
-// Two tensors sharing bytes: a damaged or hand-made file (the safetensors
-// format lays tensors out back to back, and its library refuses overlaps).
-template <typename Entries>
-std::optional<std::string> FindOverlap(const Entries& entries) {
-  std::vector<std::pair<const std::string*, const TensorEntry*>> by_offset;
-  for (const auto& [name, entry] : entries) {
-    if (entry.end > entry.begin) by_offset.push_back({&name, &entry});
-  }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const auto& [previous, before] = by_offset[i - 1];
-    const auto& [name, entry] = by_offset[i];
-    if (entry->begin < before->end) {
-      return absl::StrCat("tensors '", *previous, "' [", before->begin, ", ", before->end,
-                          ") and '", *name, "' [", entry->begin, ", ", entry->end,
-                          ") overlap (damaged file?)");
-    }
-  }
-  return std::nullopt;
 }
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
@@ -165,25 +96,16 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(
   file->mapping_ = mapping;
   file->mapping_size_ = size;
   file->self_ = file;
-  uint64_t header_size = 0;
-  std::memcpy(&header_size, mapping, 8);  // Little-endian on every target.
-  if (header_size > kMaxHeaderBytes || 8 + header_size > size) {
-    return fail("header length exceeds the file (truncated or not safetensors)");
+  auto header = ParseSafetensorsHeader(
+      std::string_view(static_cast<const char*>(mapping), size));
+  if (!header.ok()) return fail(header.status().message());
+  file->data_ = static_cast<const uint8_t*>(mapping) + header->data_offset;
+  for (auto& [name, entry] : header->entries) {
+    file->entries_.emplace(name, TensorEntry{.dtype = ToScalarType(entry.dtype),
+                                             .shape = std::move(entry.shape),
+                                             .begin = entry.begin,
+                                             .end = entry.end});
   }
-  const char* header = static_cast<const char*>(mapping) + 8;
-  json j = json::parse(header, header + header_size, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return fail("header is not a JSON object");
-  file->data_ = static_cast<const uint8_t*>(mapping) + 8 + header_size;
-  const uint64_t data_size = size - 8 - header_size;
-  for (const auto& [name, value] : j.items()) {
-    if (name == "__metadata__") continue;
-    auto entry = ParseEntry(value, data_size);
-    if (!entry.ok()) {
-      return fail(absl::StrCat("tensor '", name, "': ", entry.status().message()));
-    }
-    file->entries_.emplace(name, *std::move(entry));
-  }
-  if (auto overlap = FindOverlap(file->entries_); overlap.has_value()) return fail(*overlap);
   return file;
 }
 

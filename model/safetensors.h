@@ -1,11 +1,8 @@
 // Reading Hugging Face safetensors checkpoints: one file, or several named by
 // model.safetensors.index.json. Files are memory-mapped; each tensor is
 // validated against the file's size and converted on read, one tensor at a
-// time, so loading never holds a second full copy of the checkpoint.
-//
-// Format: 8-byte little-endian header length N, N bytes of JSON mapping names
-// to {dtype, shape, data_offsets: [begin, end)} relative to the data buffer
-// that starts at 8 + N.
+// time, so loading never holds a second full copy of the checkpoint. The
+// header and the index are parsed and checked by safetensors_header.h.
 
 #ifndef FMS_MODEL_SAFETENSORS_H_
 #define FMS_MODEL_SAFETENSORS_H_

@@ -140,6 +140,14 @@ TEST(Safetensors, CorruptFilesAreErrorsNotCrashes) {
        R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
            "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})",
        "tensors 'a' [0, 16) and 'b' [8, 16) overlap"},
+      // Shapes whose byte count wrapped to 0 or whose dimension turned
+      // negative as int64 passed before (tests/fuzz/safetensors_fuzz).
+      {"shape_overflow", 0,
+       R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})",
+       "do not match dtype and shape"},
+      {"dim_beyond_int64", 0,
+       R"({"w": {"dtype": "U8", "shape": [9223372036854775809, 0], "data_offsets": [0, 0]}})",
+       "tensor 'w': bad shape"},
   };
   for (const Case& c : cases) {
     const fs::path dir = NewDir(c.name);
@@ -174,6 +182,16 @@ TEST(Safetensors, ShardedCheckpointThroughTheIndex) {
   EXPECT_NE(Checkpoint::Open(dir.string()).status().message().find(
                 "tensor 'a' is not in model-00002-of-00002.safetensors"),
             std::string::npos);
+
+  // The index may not send the loader outside the model directory.
+  for (const char* file : {"../model-00001-of-00002.safetensors", "/etc/passwd", ".."}) {
+    std::ofstream(dir / "model.safetensors.index.json")
+        << json{{"weight_map", {{"a", file}}}}.dump();
+    EXPECT_NE(Checkpoint::Open(dir.string()).status().message().find(
+                  "weight_map entry 'a' is not a file name in the model directory"),
+              std::string::npos)
+        << file;
+  }
 }
 
 TEST(Safetensors, DuplicateTensorsAcrossFilesAreRejected) {
