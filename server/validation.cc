@@ -123,6 +123,11 @@ absl::StatusOr<ResolvedParams> ResolveParameters(const fmaas::Parameters* params
 
 absl::Status ValidateInputLength(uint32_t input_tokens, uint32_t min_new_tokens,
                                  uint32_t max_sequence_length) {
+  // An empty text with a tokenizer that adds no BOS (SmolLM2, Qwen2): the
+  // model has nothing to attend to. vLLM refuses it too.
+  if (input_tokens == 0) {
+    return Invalid("the input text has no tokens (empty, and the tokenizer adds no BOS token)");
+  }
   if (input_tokens >= max_sequence_length) {
     return Invalid(absl::StrCat("input tokens (", input_tokens,
                                 ") plus prefix length (0) must be < ", max_sequence_length));

@@ -113,6 +113,10 @@ TEST(Validation, InputLengthRules) {
             "input tokens (64) plus prefix length (0) must be < 64");
   EXPECT_EQ(ValidateInputLength(60, 5, 64).message(),
             "input tokens (60) plus prefix length (0) plus min_new_tokens (5) must be <= 64");
+  // Found by tests/fuzz/request_fuzz: an empty text on a tokenizer without
+  // BOS reached the scheduler, which refused it as RESOURCE_EXHAUSTED.
+  EXPECT_EQ(ValidateInputLength(0, 0, 64).message(),
+            "the input text has no tokens (empty, and the tokenizer adds no BOS token)");
 }
 
 }  // namespace
