@@ -57,11 +57,25 @@ bool Resolve(void* library, const char* name, Fn* fn) {
   return *fn != nullptr;
 }
 
+// RTLD_DEEPBIND: the shim and libsentencepiece resolve their own symbols
+// (protobuf 3.14, FLAGS_*) before the process's global ones. Sanitizer
+// runtimes refuse it; sanitized binaries that open the shim (the fuzz targets)
+// load neither gRPC's protobuf nor LibTorch, so nothing clashes there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kShimFlags = RTLD_NOW | RTLD_LOCAL;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr int kShimFlags = RTLD_NOW | RTLD_LOCAL;
+#else
+constexpr int kShimFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+#endif
+#else
+constexpr int kShimFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+#endif
+
 absl::StatusOr<std::unique_ptr<SpmTokenizer::Api>> OpenShim(
     const std::string& path) {
-  // RTLD_DEEPBIND: the shim and libsentencepiece resolve their own symbols
-  // (protobuf 3.14, FLAGS_*) before the process's global ones.
-  void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  void* library = dlopen(path.c_str(), kShimFlags);
   if (library == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load the SentencePiece shim: ", dlerror()));

@@ -47,7 +47,11 @@ absl::StatusOr<std::string> TextStream::PendingText() const {
 
 void TextStream::Commit(const std::string& pending) {
   decoded_ += pending;
-  prefix_offset_ = read_offset_;
+  // The window moves on to the tokens just decoded, unless their text is only
+  // spaces: SentencePiece drops every leading space of a decoding ("▁", "▁k"
+  // decodes as "k"), so a window starting there would lose them (found by
+  // tests/fuzz/text_stream_fuzz).
+  if (pending.find_first_not_of(' ') != std::string::npos) prefix_offset_ = read_offset_;
   read_offset_ = tokens_.size();
 }
 

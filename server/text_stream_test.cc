@@ -63,6 +63,25 @@ TEST_F(TextStreamTest, DeltasConcatenateToTheTextWithItsLeadingSpace) {
             " and the queen went to the river.");
 }
 
+// A lone "▁" token followed by "▁k": SentencePiece decodes the pair as "k"
+// when it starts a decoding, so a window starting at the lone space lost it
+// (found by tests/fuzz/text_stream_fuzz).
+TEST_F(TextStreamTest, ALoneSpaceTokenBeforeASpacedTokenKeepsBothSpaces) {
+  std::vector<int32_t> ids;
+  for (const char* piece : {"\u2581t", "o", "\u2581", "\u2581k", "ing"}) {
+    int32_t id = 0;
+    while (id < tokenizer_->vocab_size() && tokenizer_->IdToPiece(id) != piece) ++id;
+    ASSERT_LT(id, tokenizer_->vocab_size()) << piece;
+    ids.push_back(id);
+  }
+  TextStream stream(tokenizer_.get(), {}, {.eos_token_ids = {kEos}});
+  std::string text;
+  for (int32_t id : ids) text += stream.Add(id)->text;
+  text += *stream.Flush();
+  EXPECT_EQ(text, *tokenizer_->Decode(ids, true));
+  EXPECT_EQ(text, "to  king");
+}
+
 TEST_F(TextStreamTest, ByteFallbackCharactersArriveWhole) {
   const std::string text = " caf\xC3\xA9 \xF0\x9F\x99\x82 ok";  // "café 🙂 ok"
   const auto deltas = Stream("Water", text, {});
