@@ -1,8 +1,7 @@
 // FakeEngine: a deterministic engine for scheduler and batcher tests (no
-// model). It behaves like a worker that checks every plan: it keeps each
-// sequence's block table and cached length, and crashes the test on a plan
-// that a real worker could not run (unknown sequence, wrong context length,
-// block table too short, a block owned by two live sequences).
+// model). It checks every plan as a worker does (PlanChecker: unknown
+// sequence, wrong context length, block table too short, a block owned by two
+// live sequences, ...) and crashes the test on one a worker would refuse.
 //
 // The token after a chunk is (last token of the chunk + 1) % vocab_size, or
 // a scripted token for a given (sequence, step index).
@@ -15,12 +14,17 @@
 #include <vector>
 
 #include "batching/engine.h"
+#include "batching/plan_checker.h"
 
 namespace fms {
 
 class FakeEngine : public Engine {
  public:
-  explicit FakeEngine(EngineInfo info) : info_(std::move(info)) {}
+  explicit FakeEngine(EngineInfo info)
+      : info_(std::move(info)),
+        checker_({.vocab_size = info_.vocab_size,
+                  .num_blocks = info_.num_blocks,
+                  .block_size = info_.block_size}) {}
 
   EngineInfo Info() const override { return info_; }
   absl::StatusOr<StepResult> Step(const StepPlan& plan) override;
@@ -34,17 +38,20 @@ class FakeEngine : public Engine {
   // Sequences the engine still holds state for.
   size_t live_sequences() const { return sequences_.size(); }
   // Forgets every sequence, as restarted workers would.
-  void Forget() { sequences_.clear(); }
+  void Forget() {
+    sequences_.clear();
+    checker_ = PlanChecker({.vocab_size = info_.vocab_size,
+                            .num_blocks = info_.num_blocks,
+                            .block_size = info_.block_size});
+  }
 
  private:
   struct State {
-    std::vector<int32_t> blocks;
-    int64_t cached = 0;
     size_t generated = 0;
   };
-  void CheckChunk(const ScheduledChunk& chunk);
 
   EngineInfo info_;
+  PlanChecker checker_;
   std::map<SequenceId, State> sequences_;
   std::map<std::pair<SequenceId, size_t>, int32_t> script_;
   std::map<uint64_t, absl::Status> failures_;

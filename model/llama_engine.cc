@@ -10,7 +10,11 @@
 namespace fms {
 
 LlamaEngine::LlamaEngine(std::unique_ptr<LlamaModel> model, const KvCacheOptions& cache)
-    : model_(std::move(model)), cache_(model_->MakeCache(cache)) {}
+    : model_(std::move(model)),
+      cache_(model_->MakeCache(cache)),
+      checker_({.vocab_size = model_->config().vocab_size,
+                .num_blocks = cache_.num_blocks(),
+                .block_size = cache_.block_size()}) {}
 
 EngineInfo LlamaEngine::Info() const {
   const LlamaConfig& c = model_->config();
@@ -50,12 +54,14 @@ LlamaEngine::Sequence& LlamaEngine::Known(SequenceId id) {
 }
 
 absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
-  // The plan comes from our own scheduler: a plan that contradicts what this
-  // worker holds is a bug, and crashes the worker (the group restarts).
-  for (SequenceId id : plan.finished) {
-    FMS_CHECK(sequences_.erase(id) == 1, "the plan finishes a sequence this worker does not hold");
+  // Forgetting comes first and always (PlanChecker does the same); then a
+  // plan that adds what this worker cannot run is refused as a whole, before
+  // any of it is applied. Past that, a contradiction is a bug: a crash.
+  for (SequenceId id : plan.finished) sequences_.erase(id);
+  for (SequenceId id : plan.preempted) {
+    if (auto it = sequences_.find(id); it != sequences_.end()) it->second.blocks.clear();
   }
-  for (SequenceId id : plan.preempted) Known(id).blocks.clear();
+  if (absl::Status s = checker_.Accept(plan); !s.ok()) return s;
   for (const NewSequence& s : plan.new_sequences) {
     FMS_CHECK(sequences_.emplace(s.id, Sequence{.spec = s}).second,
               "the plan sends a sequence twice");

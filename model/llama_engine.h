@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "batching/engine.h"
+#include "batching/plan_checker.h"
 #include "model/kv_cache.h"
 #include "model/llama_model.h"
 
@@ -43,6 +44,7 @@ class LlamaEngine : public Engine {
 
   std::unique_ptr<LlamaModel> model_;
   KvCache cache_;
+  PlanChecker checker_;  // Refuses a plan this worker cannot run.
   std::map<SequenceId, Sequence> sequences_;
 };
 

@@ -126,17 +126,46 @@ TEST(EngineBatching, PromptDetailsCoverEveryPromptTokenAcrossChunks) {
   }
 }
 
-// A plan that contradicts what the worker holds is our own bug: the worker
-// crashes (and the front end restarts the group) instead of failing a step.
-TEST(EngineBatchingDeathTest, APlanNamingAnUnknownSequenceCrashesTheWorker) {
+// A plan that contradicts what the worker holds (a corrupt message, a
+// scheduler bug) is refused with INVALID_ARGUMENT and changes nothing: the
+// worker serves on, and its sequences produce the tokens they would have.
+TEST(EngineBatching, ACorruptPlanIsRefusedAndTheWorkerServesOn) {
   const std::string dir = ModelDir("mha");
   if (dir.empty()) GTEST_SKIP() << "FMS_TEST_MODELS unset: run tools/test";
-  auto engine = MakeEngine(dir, 8);
-  StepPlan plan{.step = 1};
-  plan.chunks.push_back({.id = 42, .token_ids = {1, 2}, .context_len = 0, .new_blocks = {0}});
-  EXPECT_DEATH((void)engine->Step(plan), "the plan names a sequence this worker does not hold");
-  StepPlan finish{.step = 1, .finished = {7}};  // Designated: new_sequences, chunks stay empty.
-  EXPECT_DEATH((void)engine->Step(finish), "finishes a sequence this worker does not hold");
+  const auto run = [&](bool with_corrupt_plans) {
+    auto engine = MakeEngine(dir, 8);
+    const int64_t vocab = engine->Info().vocab_size;
+    StepPlan prefill{.step = 0,
+                     .new_sequences = {{.id = 1, .prompt = {1, 5, 9}}},
+                     .chunks = {{.id = 1, .token_ids = {1, 5, 9}, .new_blocks = {0}}}};
+    std::vector<int32_t> tokens = {engine->Step(prefill)->outputs.at(0).token};
+    const std::vector<StepPlan> corrupt = {
+        {.chunks = {{.id = 42, .token_ids = {1, 2}, .new_blocks = {1}}}},
+        {.chunks = {{.id = 1, .token_ids = {static_cast<int32_t>(vocab)}, .context_len = 3}}},
+        {.chunks = {{.id = 1, .token_ids = {-5}, .context_len = 3}}},
+        {.chunks = {{.id = 1, .token_ids = {3}, .context_len = 3, .new_blocks = {99}}}},
+        {.chunks = {{.id = 1, .token_ids = {3}, .context_len = 0}}},
+        {.new_sequences = {{.id = 2, .prompt = {1}}},
+         .chunks = {{.id = 2, .token_ids = {1}, .new_blocks = {0}}}},  // Block 0 is taken.
+    };
+    for (const StepPlan& plan : with_corrupt_plans ? corrupt : std::vector<StepPlan>{}) {
+      const auto result = engine->Step(plan);
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+    }
+    for (int64_t context = 3; context < 8; ++context) {
+      StepPlan decode{.chunks = {{.id = 1, .token_ids = {tokens.back()}, .context_len = context,
+                                  .new_blocks = context == 4 ? std::vector<int32_t>{1}
+                                                             : std::vector<int32_t>{}}}};
+      auto result = engine->Step(decode);
+      EXPECT_TRUE(result.ok()) << result.status();
+      if (!result.ok()) break;
+      tokens.push_back(result->outputs.at(0).token);
+    }
+    return tokens;
+  };
+  const std::vector<int32_t> tokens = run(true);
+  EXPECT_EQ(tokens.size(), 6u);
+  EXPECT_EQ(tokens, run(false));
 }
 
 }  // namespace

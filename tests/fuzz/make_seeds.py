@@ -1,7 +1,8 @@
-"""Writes the hand-made seeds of tests/fuzz/corpus/request_fuzz (run once;
+"""Writes the hand-made seeds of tests/fuzz/corpus (run once;
 the files are committed): one message of each kind the server takes, with
-the parameters TGIS clients send. Usage: make_seeds.py OUT_DIR (needs the
-generation_pb2 module of proto/generation.proto on PYTHONPATH)."""
+the parameters TGIS clients send; and step_plan_fuzz's runs of worker plans
+as the scheduler sends them. Usage: make_seeds.py CORPUS_DIR (needs the
+generation_pb2 and worker_pb2 modules of proto/ on PYTHONPATH)."""
 
 import sys
 from pathlib import Path
@@ -43,11 +44,60 @@ SEEDS = {
 }
 
 
+def plans(*messages):
+    """A step_plan_fuzz input: each plan as a 2-byte length and its bytes."""
+    out = b""
+    for m in messages:
+        wire = m.SerializeToString()
+        out += len(wire).to_bytes(2, "little") + wire
+    return out
+
+
+def step_plan_seeds():
+    import worker_pb2 as w
+
+    def plan(step, new=(), chunks=(), finished=(), preempted=()):
+        return w.StepPlan(version=1, step=step, new_sequences=list(new), chunks=list(chunks),
+                          finished=list(finished), preempted=list(preempted))
+
+    def seq(i, prompt):
+        return w.NewSequence(id=i, prompt=prompt,
+                             sampling=w.SamplingParams(sample=True, temperature=0.8, top_p=0.9,
+                                                       repetition_penalty=1.0))
+
+    def chunk(i, tokens, context, blocks=(), sample=True):
+        return w.ScheduledChunk(id=i, token_ids=tokens, context_len=context,
+                                new_blocks=list(blocks), sample=sample)
+
+    return {
+        "prefill_decode_finish": plans(
+            plan(0, [seq(1, [1, 2, 3, 4, 5])], [chunk(1, [1, 2, 3, 4, 5], 0, [0, 1])]),
+            plan(1, chunks=[chunk(1, [7], 5)]),
+            plan(2, chunks=[chunk(1, [8], 6)]),
+            plan(3, finished=[1])),
+        "chunked_prefill_two_sequences": plans(
+            plan(0, [seq(1, list(range(1, 11))), seq(2, [3])],
+                 [chunk(1, [1, 2, 3, 4], 0, [0], sample=False), chunk(2, [3], 0, [1])]),
+            plan(1, chunks=[chunk(1, list(range(5, 11)), 4, [2, 3]), chunk(2, [9], 1)])),
+        "preempt_and_recompute": plans(
+            plan(0, [seq(1, [1, 2, 3]), seq(2, [4, 5, 6])],
+                 [chunk(1, [1, 2, 3], 0, [0]), chunk(2, [4, 5, 6], 0, [1])]),
+            plan(1, chunks=[chunk(2, [9], 3), chunk(1, [9], 3)]),
+            plan(2, chunks=[chunk(2, [10], 4, [0])], preempted=[1]),
+            plan(3, chunks=[chunk(1, [1, 2, 3, 9], 0, [2])], finished=[2])),
+    }
+
+
 def main():
-    out = Path(sys.argv[1])
+    corpus = Path(sys.argv[1])
+    out = corpus / "request_fuzz"
     out.mkdir(parents=True, exist_ok=True)
     for name, (kind, message) in SEEDS.items():
         (out / name).write_bytes(bytes([kind]) + message.SerializeToString())
+    out = corpus / "step_plan_fuzz"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in step_plan_seeds().items():
+        (out / name).write_bytes(data)
 
 
 if __name__ == "__main__":
