@@ -50,9 +50,14 @@ grpc::Status GenerationService::CheckAvailable() const {
   if (active_.load(std::memory_order_acquire) == nullptr) {
     return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
   }
-  if (!accepting_) return grpc::Status(grpc::UNAVAILABLE, "the server is shutting down");
-  if (!healthy_) return grpc::Status(grpc::UNAVAILABLE, "the model workers are restarting");
-  return grpc::Status::OK;
+  // Counted (err="unavailable", beyond TGIS's causes, which has no restart)
+  // so that /metrics accounts for every call a client made.
+  const char* why = !accepting_ ? "the server is shutting down"
+                    : !healthy_ ? "the model workers are restarting"
+                                : nullptr;
+  if (why == nullptr) return grpc::Status::OK;
+  if (options_.context.metrics != nullptr) options_.context.metrics->RequestFailed("unavailable");
+  return grpc::Status(grpc::UNAVAILABLE, why);
 }
 
 bool GenerationService::Acquire(uint32_t n) {
