@@ -90,6 +90,7 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
                        .add_special_tokens = config.add_special_tokens,
                        .metrics = b.metrics.get()};
   b.options.max_concurrent_requests = config.max_concurrent_requests;
+  b.options.max_batch_size = config.max_batch_size;
   return absl::OkStatus();
 }
 

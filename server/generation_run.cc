@@ -171,7 +171,7 @@ void GenerationRun::Finish(FinishReason reason, absl::Status status,
   status_ = status;
   const Clock::time_point end = Clock::now();
   const double seconds = std::chrono::duration<double>(end - request_.arrival).count();
-  std::optional<double> inference_seconds;
+  std::optional<double>& inference_seconds = inference_seconds_;
   if (admitted_.has_value()) {
     inference_seconds = std::chrono::duration<double>(end - *admitted_).count();
   }

@@ -70,6 +70,8 @@ class GenerationRun {
   bool done() const { return done_; }
   // Once done: the unary response, or the generation error.
   absl::StatusOr<fmaas::GenerationResponse> Result() const;
+  // Once done: seconds from admission to the end; unset if never admitted.
+  std::optional<double> inference_seconds() const { return inference_seconds_; }
 
  private:
   GenerationRun(const ResolvedParams& params, const RunContext& context);
@@ -90,6 +92,7 @@ class GenerationRun {
   std::string correlation_id_;
   Clock::time_point last_token_time_;
   std::optional<Clock::time_point> admitted_;  // From the final event.
+  std::optional<double> inference_seconds_;
 
   std::deque<fmaas::GenerationResponse> outbox_;
   fmaas::GenerationResponse unary_;

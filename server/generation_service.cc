@@ -38,6 +38,7 @@ class Permits {
 void GenerationService::Activate(Batcher* batcher, GenerationServiceOptions options) {
   batcher_ = batcher;
   options_ = std::move(options);
+  admission_ = std::make_unique<DeadlineAdmission>(options_.max_batch_size);
   active_.store(batcher, std::memory_order_release);
 }
 
@@ -60,12 +61,25 @@ grpc::Status GenerationService::CheckAvailable() const {
   return grpc::Status(grpc::UNAVAILABLE, why);
 }
 
-bool GenerationService::Acquire(uint32_t n) {
+bool GenerationService::Acquire(const grpc::ServerContext& context, uint32_t n) {
+  const auto deadline = context.deadline();
+  if (deadline != std::chrono::system_clock::time_point::max() &&
+      admission_->WouldMiss(absl::FromChrono(deadline), absl::Now(), in_flight_.load(), n)) {
+    return false;
+  }
   int64_t current = in_flight_.load();
   do {
     if (current + n > options_.max_concurrent_requests) return false;
   } while (!in_flight_.compare_exchange_weak(current, current + n));
   return true;
+}
+
+void GenerationService::RecordFinished(const Runs& runs) {
+  for (const auto& run : runs) {
+    if (const std::optional<double> seconds = run->inference_seconds(); seconds.has_value()) {
+      admission_->RecordInference(*seconds);
+    }
+  }
 }
 
 absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
@@ -138,7 +152,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   auto runs = Prepare(request->has_params() ? &request->params() : nullptr, texts,
                       request->has_prefix_id(), request->has_adapter_id());
   if (!runs.ok()) return ToGrpc(runs.status());
-  if (!Acquire(n)) return Overloaded();
+  if (!Acquire(*context, n)) return Overloaded();
   Permits permits(&in_flight_, n);
   const std::string kind = n == 1 ? "single" : "batch";
   for (const auto& run : *runs) {
@@ -167,6 +181,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
     }
     if (all_done) break;
   }
+  RecordFinished(*runs);
   for (const auto& run : *runs) *response->add_responses() = *run->Result();
   return grpc::Status::OK;
 }
@@ -180,7 +195,7 @@ grpc::Status GenerationService::GenerateStream(
                       {&request->request().text()}, request->has_prefix_id(),
                       request->has_adapter_id());
   if (!runs.ok()) return ToGrpc(runs.status());
-  if (!Acquire(1)) return Overloaded();
+  if (!Acquire(*context, 1)) return Overloaded();
   Permits permits(&in_flight_, 1);
   GenerationRun& run = *runs->front();
   run.set_kind("stream");
@@ -201,6 +216,7 @@ grpc::Status GenerationService::GenerateStream(
   }
   const absl::Status status = run.Result().status();
   if (!status.ok()) batcher_->Cancel(ids->front());
+  if (status.ok()) RecordFinished(*runs);
   return ToGrpc(status);
 }
 

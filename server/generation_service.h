@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "batching/batcher.h"
 #include "proto/generation.grpc.pb.h"
+#include "server/admission.h"
 #include "server/event_queue.h"
 #include "server/generation_run.h"
 #include "server/validation.h"
@@ -26,6 +27,7 @@ struct GenerationServiceOptions {
   ValidationLimits limits;         // max_new_tokens already clamped.
   RunContext context;
   uint32_t max_concurrent_requests = 512;  // Inputs in flight; beyond: overloaded.
+  uint32_t max_batch_size = 12;  // For the deadline estimate (admission.h).
 };
 
 // Registered before the model loads (so that health checks answer while it
@@ -73,8 +75,11 @@ class GenerationService final : public fmaas::GenerationService::Service {
   // batcher's next step. False once the client has cancelled.
   bool Deliver(EventQueue& queue, const Runs& runs, const std::vector<SequenceId>& ids,
                grpc::ServerContext& context);
-  // Takes `n` concurrency permits, all or none.
-  bool Acquire(uint32_t n);
+  // Takes `n` concurrency permits, all or none; false when the limit is
+  // reached or the call's deadline would pass in the queue (admission.h).
+  bool Acquire(const grpc::ServerContext& context, uint32_t n);
+  // Feeds the inference times of a call's finished runs to the estimate.
+  void RecordFinished(const Runs& runs);
 
   // UNAVAILABLE unless active and accepting.
   grpc::Status CheckAvailable() const;
@@ -87,6 +92,7 @@ class GenerationService final : public fmaas::GenerationService::Service {
   std::atomic<bool> accepting_{true};
   std::atomic<bool> healthy_{true};
   std::atomic<int64_t> in_flight_{0};
+  std::unique_ptr<DeadlineAdmission> admission_;  // Made by Activate.
   absl::Mutex rng_mu_;
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);
 };

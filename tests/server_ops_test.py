@@ -273,6 +273,39 @@ def test_overload_and_oversized_messages(pb, test_models):
         process.wait(timeout=30)
 
 
+def test_a_call_whose_deadline_the_queue_would_outlast_is_shed_at_once(pb, test_models):
+    """DeadlineAdmission (server/admission.h): with one sequence per batch, a finished
+    500-token request teaches the server how long an input takes; then, while another
+    such request runs, a call with a 200 ms deadline cannot finish in time and gets
+    RESOURCE_EXHAUSTED at once instead of waiting for DEADLINE_EXCEEDED; calls with a
+    long deadline or none are admitted and served."""
+    process, port = start_server(test_models, "--max-batch-size=1", "--max-new-tokens=500")
+    stub = wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+    long = json_format.ParseDict({"stopping": {"maxNewTokens": 500, "minNewTokens": 500}},
+                                 pb[0].Parameters())
+    request = pb[0].BatchedGenerationRequest(
+        requests=[pb[0].GenerationRequest(text="Stone")], params=long)
+    try:
+        start = time.time()
+        stub.Generate(request)  # The first inference time.
+        one_input_s = time.time() - start
+        busy = stub.Generate.future(request)
+        time.sleep(min(0.2, one_input_s / 4))  # Admitted and running.
+        with pytest.raises(grpc.RpcError) as error:  # Not DEADLINE_EXCEEDED after 200 ms.
+            stub.Generate(request, timeout=0.2)
+        assert (error.value.code(), error.value.details()) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "Model is overloaded")
+        short = pb[0].BatchedGenerationRequest(
+            requests=[pb[0].GenerationRequest(text="Water")],
+            params=pb[0].Parameters(stopping=pb[0].StoppingCriteria(max_new_tokens=2)))
+        assert stub.Generate(short, timeout=60).responses[0].generated_token_count == 2
+        assert stub.Generate(short).responses[0].generated_token_count == 2
+        busy.result(timeout=60)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_num_shard_that_does_not_divide_the_model_is_refused_clearly(test_models):
     process, _ = start_server(test_models, "--num-shard=3", f"--master-port={free_port()}",
                               model="mha")
