@@ -11,7 +11,9 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BAZEL_BIN = ROOT / "bazel-bin"
+# The binaries under test: bazel-bin, or another build's (tools/test --sanitize
+# points FMS_BIN_DIR at the ASan + UBSan tree).
+BAZEL_BIN = pathlib.Path(os.environ.get("FMS_BIN_DIR") or ROOT / "bazel-bin")
 
 
 def cache_dir():

@@ -15,7 +15,8 @@ import pytest
 from google.protobuf import json_format
 from grpc_tools import protoc
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from conftest import BAZEL_BIN, ROOT
+
 MAX_SEQ, MAX_NEW = 128, 100
 
 
@@ -58,7 +59,7 @@ def stub(pb, test_models):
     HTTP_PORT["main"] = free_port()
     HTTP_PORT["grpc"] = port
     server = subprocess.Popen(
-        [str(ROOT / "bazel-bin" / "server" / "fms-server"),
+        [str(BAZEL_BIN / "server" / "fms-server"),
          f"--model-name={test_models / 'gqa2'}", f"--grpc-port={port}",
          f"--port={HTTP_PORT['main']}",
          f"--max-sequence-length={MAX_SEQ}", f"--max-new-tokens={MAX_NEW}",
@@ -130,7 +131,7 @@ def start_server(test_models, *flags, model="gqa2", per_test=True):
     left them running (a failed assertion before their own clean-up)."""
     port = free_port()
     process = subprocess.Popen(
-        [str(ROOT / "bazel-bin" / "server" / "fms-server"),
+        [str(BAZEL_BIN / "server" / "fms-server"),
          f"--model-name={test_models / model}", f"--grpc-port={port}",
          f"--port={free_port()}", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -48,7 +48,9 @@ def tree_rss_mb(pid):
 
 
 def fms_command(model, dtype, grpc_port, http_port, max_batch, max_seq):
-    return [str(ROOT / "bazel-bin" / "server" / "fms-server"), f"--model-name={model}",
+    # FMS_BIN_DIR: another build's binaries (tools/test --sanitize), as in tests/.
+    bin_dir = pathlib.Path(os.environ.get("FMS_BIN_DIR") or ROOT / "bazel-bin")
+    return [str(bin_dir / "server" / "fms-server"), f"--model-name={model}",
             f"--dtype-str={dtype}", f"--grpc-port={grpc_port}", f"--port={http_port}",
             f"--max-batch-size={max_batch}", f"--max-sequence-length={max_seq}"], {}
 
