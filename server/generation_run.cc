@@ -171,9 +171,8 @@ void GenerationRun::Finish(FinishReason reason, absl::Status status,
   status_ = status;
   const Clock::time_point end = Clock::now();
   const double seconds = std::chrono::duration<double>(end - request_.arrival).count();
-  std::optional<double>& inference_seconds = inference_seconds_;
   if (admitted_.has_value()) {
-    inference_seconds = std::chrono::duration<double>(end - *admitted_).count();
+    inference_seconds_ = std::chrono::duration<double>(end - *admitted_).count();
   }
   LogRequest({.method = method_,
               .correlation_id = correlation_id_,
@@ -191,7 +190,7 @@ void GenerationRun::Finish(FinishReason reason, absl::Status status,
       m->RequestFailed("timeout");  // Expired in the queue.
     } else {
       m->InputSucceeded(kind_, fmaas::StopReason_Name(ToStopReason(reason)),
-                        input_token_count(), generated_, seconds, inference_seconds);
+                        input_token_count(), generated_, seconds, inference_seconds_);
     }
   }
   if (!status.ok()) return;

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import grpc
 
@@ -175,7 +176,7 @@ async def fault_injector(server_pid, shards, kill_every, stop, successes, faults
         first = False
         killed_at = time.monotonic()
         os.kill(ranks[rank], signal.SIGKILL)
-        fault = {"rank": rank, "at_s": None, "recovery_s": None}
+        fault = {"rank": rank, "recovery_s": None}
         faults.append(fault)
         while not stop.is_set():  # Recovered: a probe succeeded after the kill.
             after = [t for t in successes if t > killed_at + 0.01]
@@ -185,7 +186,7 @@ async def fault_injector(server_pid, shards, kill_every, stop, successes, faults
             await asyncio.sleep(0.1)
 
 
-def run_ghz(target, seconds, workdir, pb):
+def run_ghz(target, seconds, workdir):
     """Starts ghz (unary Generate, 2 in flight) for `seconds`; returns (process, out path)."""
     data = [{"requests": [{"text": p}], "params": {"method": "GREEDY",
                                                    "stopping": {"max_new_tokens": 12}}}
@@ -266,7 +267,7 @@ def main(argv=None):
         asyncio.run(load_phase(target, args.warmup_s, args, tally, successes, None,
                                server.proc.pid, args.seed))
         baseline = ProcessSample.of(server.proc.pid)
-        ghz, ghz_out = run_ghz(target, args.seconds, workdir, stubs.load()[0])
+        ghz, ghz_out = run_ghz(target, args.seconds, workdir)
         start = time.monotonic()
         asyncio.run(load_phase(target, args.seconds, args, tally, successes, faults,
                                server.proc.pid, args.seed + 1))
@@ -274,7 +275,7 @@ def main(argv=None):
         ghz_report = add_ghz(tally, ghz_out)
         time.sleep(3)  # Let cancelled sequences leave the batch.
         end = ProcessSample.of(server.proc.pid)
-        metrics = parse_metrics(servers_http_get(http_port, "/metrics"))
+        metrics = parse_metrics(http_get(http_port, "/metrics"))
     finally:
         server.stop()
     result = summarize(args, tally, faults, baseline, end, metrics, ghz_report,
@@ -289,8 +290,7 @@ def main(argv=None):
     return 0 if not result["failures"] else 1
 
 
-def servers_http_get(port, path):
-    import urllib.request
+def http_get(port, path):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.read().decode()
 
