@@ -176,7 +176,7 @@ async def fault_injector(server_pid, shards, kill_every, stop, successes, faults
         first = False
         killed_at = time.monotonic()
         os.kill(ranks[rank], signal.SIGKILL)
-        fault = {"rank": rank, "recovery_s": None}
+        fault = {"rank": rank, "recovery_s": None, "killed_at": killed_at}
         faults.append(fault)
         while not stop.is_set():  # Recovered: a probe succeeded after the kill.
             after = [t for t in successes if t > killed_at + 0.01]
@@ -218,6 +218,20 @@ async def load_phase(target, seconds, args, tally, successes, faults, server_pid
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.gather(*tasks)
+    # A fault near the end: keep probing (counted like the other probes) until
+    # it recovers or the bound has passed, so that it is judged too.
+    for fault in faults or []:
+        again = asyncio.Event()
+        while fault["recovery_s"] is None and \
+                time.monotonic() - fault["killed_at"] < args.recovery_bound_s:
+            before = len(successes)
+            again.clear()
+            probe_task = asyncio.create_task(probe(pb, pb_grpc, target, tally, again, successes))
+            await asyncio.sleep(0.3)
+            again.set()
+            await probe_task
+            if len(successes) > before:
+                fault["recovery_s"] = successes[before] - fault["killed_at"]
 
 
 def add_ghz(tally, out):
@@ -325,6 +339,8 @@ def summarize(args, tally, faults, baseline, end, metrics, ghz_report, wall_s):
     if end.fds - baseline.fds > 16:
         failures.append(f"open files grew from {baseline.fds} to {end.fds}")
     failures += check_metrics(metrics, tally)
+    for fault in faults:
+        fault.pop("killed_at", None)
     return {"figures": figures, "failures": failures, "faults": faults}
 
 
