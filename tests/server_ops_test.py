@@ -195,11 +195,13 @@ def test_64_concurrent_mixed_requests_with_cancellations(pb, stub):
                 next(call)
                 call.cancel()
                 return
-            if kind == 3:  # Tight deadlines.
-                try:
+            if kind == 3:  # Tight deadlines: they pass, or the call is shed up front
+                try:            # because the queue would outlast them (admission.h).
                     list(stub.GenerateStream(request, timeout=0.05))
                 except grpc.RpcError as e:
-                    assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                    assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED or (
+                        e.code(), e.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                   "Model is overloaded")
                 return
             batch = pb[0].BatchedGenerationRequest(requests=[request.request], params=request.params)
             results[i] = stub.Generate(batch).responses[0].text
