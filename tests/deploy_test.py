@@ -17,16 +17,16 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from conftest import ROOT
+from conftest import BAZEL_BIN, ROOT
 from kubelet import ContainerHost, ProbeWorker, run_probe
 from server_harness import free_port, worker_pids
 
 sys.path.insert(0, str(ROOT))
 from tools.deploy import cache, kserve_schema, validate  # noqa: E402
 
-BIN = {"fms-server": str(ROOT / "bazel-bin/server/fms-server"),
-       "text-generation-launcher": str(ROOT / "bazel-bin/server/fms-server"),
-       "fms-health": str(ROOT / "bazel-bin/server/fms-health")}
+BIN = {"fms-server": str(BAZEL_BIN / "server" / "fms-server"),
+       "text-generation-launcher": str(BAZEL_BIN / "server" / "fms-server"),
+       "fms-health": str(BAZEL_BIN / "server" / "fms-health")}
 
 
 @pytest.fixture(scope="module")

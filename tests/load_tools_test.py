@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, cache_dir
+from conftest import BAZEL_BIN, ROOT, cache_dir
 from server_harness import free_port
 
 CONFIGS = ["generate", "generate_stream", "tokenize"]
@@ -46,7 +46,7 @@ def server(test_models, tmp_path_factory):
     log = tmp_path_factory.mktemp("ghz") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(ROOT / "bazel-bin" / "server" / "fms-server"),
+            [str(BAZEL_BIN / "server" / "fms-server"),
              f"--model-name={test_models / 'gqa2'}", f"--grpc-port={grpc_port}",
              f"--port={http_port}", "--max-sequence-length=8192", "--max-batch-size=16"],
             stdout=out, stderr=subprocess.STDOUT)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import BAZEL_BIN, ROOT
 from server_harness import free_port
 
 
@@ -88,7 +88,7 @@ def test_damaged_model_stops_start_up_with_one_line(test_models, tmp_path, case)
     os.chmod(model / "model.safetensors", 0o644)
     damage(model)
     done = subprocess.run(
-        [str(ROOT / "bazel-bin/server/fms-server"), f"--model-name={model}",
+        [str(BAZEL_BIN / "server" / "fms-server"), f"--model-name={model}",
          f"--grpc-port={free_port()}", f"--port={free_port()}"],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, (done.returncode, done.stderr)  # An error, not a signal.

@@ -432,7 +432,7 @@ def test_fatal_start_up_error_goes_to_the_termination_log(test_models, tmp_path)
     log.write_text("")  # Kubernetes creates it; the server never does.
     port = free_port()
     process = subprocess.run(
-        [str(ROOT / "bazel-bin" / "server" / "fms-server"), "--model-name=/no/such/model",
+        [str(BAZEL_BIN / "server" / "fms-server"), "--model-name=/no/such/model",
          f"--grpc-port={port}", f"--port={free_port()}"],
         env={**os.environ, "FMS_TERMINATION_LOG": str(log)}, capture_output=True, text=True,
         timeout=60)
@@ -457,7 +457,7 @@ def test_worker_that_cannot_load_stops_start_up_naming_file_and_tensor(test_mode
         tensors[name] = torch.zeros(4, tensors[name].shape[1])
     save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
     process = subprocess.run(
-        [str(ROOT / "bazel-bin" / "server" / "fms-server"), f"--model-name={model}",
+        [str(BAZEL_BIN / "server" / "fms-server"), f"--model-name={model}",
          f"--grpc-port={free_port()}", f"--port={free_port()}"],
         capture_output=True, text=True, timeout=120)
     assert process.returncode == 1
