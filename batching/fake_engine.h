@@ -10,7 +10,6 @@
 #define FMS_BATCHING_FAKE_ENGINE_H_
 
 #include <map>
-#include <set>
 #include <vector>
 
 #include "batching/engine.h"
