@@ -5,6 +5,7 @@
 #define FMS_BATCHING_ENGINE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,14 @@ struct EngineInfo {
   std::vector<std::string> non_finite_weights;
 };
 
+// An adapter as loaded (model/adapter.h): what the front end needs of it.
+struct AdapterInfo {
+  std::string peft_type;       // "LORA", "PROMPT_TUNING" or "TGIS_DECODER_PT".
+  int64_t virtual_tokens = 0;  // Prompt tuning: placeholders to prepend.
+  int64_t rank = 0;            // LoRA r.
+  int64_t bytes = 0;           // Of rank 0's tensors.
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -31,6 +40,16 @@ class Engine {
   // Runs one iteration. A failure fails exactly the sequences of `plan`;
   // the engine must still accept later plans (which list them as finished).
   virtual absl::StatusOr<StepResult> Step(const StepPlan& plan) = 0;
+
+  // Loads the adapter in directory `dir` under `id` (replacing one of that
+  // id); plans may then name it in NewSequence::adapter. Thread-safe with
+  // Step. Fails, naming the tensor, when it does not fit the model.
+  virtual absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& /*id*/,
+                                                  const std::string& /*dir*/) {
+    return absl::UnimplementedError("this engine serves no adapters");
+  }
+  // Forgets `id`; sequences already using it keep it until they finish.
+  virtual void UnloadAdapter(const std::string& /*id*/) {}
 };
 
 }  // namespace fms

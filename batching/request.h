@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,7 +41,10 @@ struct StoppingCriteria {
 
 struct Request {
   SequenceId id = 0;
-  std::vector<int32_t> prompt;  // Token ids after truncation, BOS included.
+  // Token ids after truncation, BOS included; a prompt-tuning adapter's
+  // virtual tokens first (step.h NewSequence).
+  std::vector<int32_t> prompt;
+  std::string adapter;  // Loaded on the engine before submission; empty: none.
   SamplingParams sampling;
   StoppingCriteria stopping;
   bool prompt_details = false;  // TGIS input_tokens details.

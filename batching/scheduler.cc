@@ -135,7 +135,8 @@ bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
   }
   if (!seq.known_to_workers) {
     plan->new_sequences.push_back(
-        {.id = id, .prompt = seq.request.prompt, .sampling = seq.request.sampling});
+        {.id = id, .prompt = seq.request.prompt, .sampling = seq.request.sampling,
+         .adapter = seq.request.adapter});
     seq.known_to_workers = true;
   }
   std::erase(waiting_, id);

@@ -13,6 +13,7 @@
 #define FMS_BATCHING_STEP_H_
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -27,8 +28,12 @@ using SequenceId = int64_t;
 // only drop its block table.
 struct NewSequence {
   SequenceId id = 0;
-  std::vector<int32_t> prompt;  // Token ids, BOS included.
+  // Token ids, BOS included. With a prompt-tuning adapter its virtual tokens
+  // come first, as placeholders (token 0) the worker's model replaces.
+  std::vector<int32_t> prompt;
   SamplingParams sampling;
+  // The adapter the worker applies (Engine::LoadAdapter's id); empty: none.
+  std::string adapter;
 
   bool operator==(const NewSequence&) const = default;
 };

@@ -84,6 +84,7 @@ worker::StepPlan ToProto(const StepPlan& plan) {
     out->set_id(s.id);
     out->mutable_prompt()->Add(s.prompt.begin(), s.prompt.end());
     ToProto(s.sampling, out->mutable_sampling());
+    out->set_adapter(s.adapter);
   }
   for (const ScheduledChunk& c : plan.chunks) {
     worker::ScheduledChunk* out = proto.add_chunks();
@@ -105,7 +106,8 @@ absl::StatusOr<StepPlan> FromProto(const worker::StepPlan& proto) {
   for (const worker::NewSequence& s : proto.new_sequences()) {
     plan.new_sequences.push_back({.id = s.id(),
                                   .prompt = ToVector<int32_t>(s.prompt()),
-                                  .sampling = FromProto(s.sampling())});
+                                  .sampling = FromProto(s.sampling()),
+                                  .adapter = s.adapter()});
   }
   for (const worker::ScheduledChunk& c : proto.chunks()) {
     plan.chunks.push_back({.id = c.id(),

@@ -16,7 +16,8 @@ StepPlan FullPlan() {
        .sampling = {.sample = true, .temperature = 0.7f, .top_k = 50, .top_p = 0.9f,
                     .typical_p = 0.5f, .seed = 0xFFFFFFFFFFULL, .repetition_penalty = 1.2f,
                     .length_penalty_start = 3, .length_penalty_decay = 1.5f,
-                    .min_new_tokens = 4, .logprobs = true, .ranks = true, .top_n = 5}});
+                    .min_new_tokens = 4, .logprobs = true, .ranks = true, .top_n = 5},
+       .adapter = "team/lora16@3"});
   plan.chunks.push_back({.id = 7, .token_ids = {1, 15043}, .context_len = 0,
                          .new_blocks = {3, 9}, .sample = false, .prompt_details = true});
   plan.chunks.push_back({.id = 2, .token_ids = {88}, .context_len = 130,

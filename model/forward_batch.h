@@ -13,6 +13,8 @@
 
 namespace fms {
 
+struct Adapter;
+
 struct SequenceChunk {
   // Tokens of this sequence in this step (>= 1).
   int64_t num_tokens = 0;
@@ -24,6 +26,10 @@ struct SequenceChunk {
   // Return logits for every token of the chunk (prompt logprobs), not only
   // the last one.
   bool all_logits = false;
+  // The sequence's adapter (adapter.h), or null for the base model. A
+  // prompt-tuning adapter's virtual tokens hold positions [0, n): the chunk's
+  // tokens at those positions are replaced by its embeddings.
+  const Adapter* adapter = nullptr;
 };
 
 struct ForwardBatch {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "batching/check.h"
@@ -26,16 +27,25 @@ EngineInfo LlamaEngine::Info() const {
           .non_finite_weights = model_->non_finite_weights()};
 }
 
+int64_t LlamaEngine::VirtualTokens(const Sequence& seq) {
+  return seq.adapter != nullptr ? seq.adapter->virtual_tokens() : 0;
+}
+
 void LlamaEngine::AddPromptDetails(Sequence& seq, int64_t first, const at::Tensor& rows) {
   const SamplingParams& p = seq.spec.sampling;
   const int64_t prompt_len = static_cast<int64_t>(seq.spec.prompt.size());
+  const int64_t virtual_tokens = VirtualTokens(seq);  // Not reported: not the caller's.
   const at::Tensor logprobs = rows.log_softmax(-1);  // [n, vocab]
   for (int64_t i = 0; i < rows.size(0); ++i) {
     const int64_t position = first + i;  // Details of the token at position + 1.
-    if (position == 0) {
+    const int64_t next = position + 1;
+    // The first real token has no details (NaN), as without an adapter.
+    const bool first_real = virtual_tokens > 0 ? next == virtual_tokens : position == 0;
+    if (first_real) {
       seq.prompt_details.push_back({.logprob = std::numeric_limits<float>::quiet_NaN()});
     }
-    if (position + 1 >= prompt_len) break;
+    if (next <= virtual_tokens) continue;
+    if (next >= prompt_len) break;
     const int32_t token = seq.spec.prompt[position + 1];
     TokenDetails d;
     if (p.logprobs) d.logprob = logprobs[i][token].item<float>();
@@ -45,6 +55,51 @@ void LlamaEngine::AddPromptDetails(Sequence& seq, int64_t first, const at::Tenso
     if (p.top_n > 0) d.top = TopTokens(rows[i], p.top_n, p.logprobs);
     seq.prompt_details.push_back(std::move(d));
   }
+}
+
+absl::StatusOr<std::map<std::string, std::shared_ptr<const Adapter>>>
+LlamaEngine::PlanAdapters(const StepPlan& plan) {
+  std::map<std::string, std::shared_ptr<const Adapter>> found;
+  absl::MutexLock lock(&adapters_mu_);
+  for (const NewSequence& s : plan.new_sequences) {
+    if (s.adapter.empty()) continue;
+    auto it = adapters_.find(s.adapter);
+    if (it == adapters_.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the plan names adapter '", s.adapter, "', which is not loaded"));
+    }
+    const int64_t n = it->second->virtual_tokens();
+    if (static_cast<int64_t>(s.prompt.size()) <= n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", s.id, " has no tokens after adapter '", s.adapter, "''s ", n,
+          " virtual tokens"));
+    }
+    found.emplace(s.adapter, it->second);
+  }
+  return found;
+}
+
+absl::StatusOr<AdapterInfo> LlamaEngine::LoadAdapter(const std::string& id,
+                                                     const std::string& dir) {
+  c10::InferenceMode inference;
+  absl::StatusOr<std::shared_ptr<const Adapter>> adapter;
+  try {
+    adapter = model_->LoadAdapter(id, dir);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("loading adapter '", id, "' failed: ", e.what()));
+  }
+  if (!adapter.ok()) return adapter.status();
+  const Adapter& a = **adapter;
+  AdapterInfo info{.peft_type = a.config.peft_type, .virtual_tokens = a.virtual_tokens(),
+                   .rank = a.config.rank, .bytes = a.bytes};
+  absl::MutexLock lock(&adapters_mu_);
+  adapters_[id] = *std::move(adapter);
+  return info;
+}
+
+void LlamaEngine::UnloadAdapter(const std::string& id) {
+  absl::MutexLock lock(&adapters_mu_);
+  adapters_.erase(id);
 }
 
 LlamaEngine::Sequence& LlamaEngine::Known(SequenceId id) {
@@ -61,9 +116,13 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
   for (SequenceId id : plan.preempted) {
     if (auto it = sequences_.find(id); it != sequences_.end()) it->second.blocks.clear();
   }
+  auto adapters = PlanAdapters(plan);
+  if (!adapters.ok()) return adapters.status();
   if (absl::Status s = checker_.Accept(plan); !s.ok()) return s;
   for (const NewSequence& s : plan.new_sequences) {
-    FMS_CHECK(sequences_.emplace(s.id, Sequence{.spec = s}).second,
+    Sequence seq{.spec = s};
+    if (!s.adapter.empty()) seq.adapter = adapters->at(s.adapter);
+    FMS_CHECK(sequences_.emplace(s.id, std::move(seq)).second,
               "the plan sends a sequence twice");
   }
   ForwardBatch batch;
@@ -74,7 +133,8 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
     batch.sequences.push_back({.num_tokens = static_cast<int64_t>(c.token_ids.size()),
                                .context_len = c.context_len,
                                .block_table = seq.blocks,
-                               .all_logits = c.prompt_details});
+                               .all_logits = c.prompt_details,
+                               .adapter = seq.adapter.get()});
   }
   StepResult result{.step = plan.step};
   if (plan.chunks.empty()) return result;
@@ -92,7 +152,10 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
     row += rows;
     if (!c.sample) continue;
     sample_rows.push_back(row - 1);
-    inputs.push_back({&seq.spec.sampling, seq.spec.prompt, seq.generated});
+    // Repetition penalties see the real prompt, not the virtual tokens.
+    inputs.push_back({&seq.spec.sampling,
+                      std::span<const int32_t>(seq.spec.prompt).subspan(VirtualTokens(seq)),
+                      seq.generated});
   }
   if (inputs.empty()) return result;
   // rows [B, vocab] fp32. A row with NaN or infinity would sample garbage (or

@@ -11,10 +11,13 @@
 
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "batching/engine.h"
 #include "batching/plan_checker.h"
+#include "model/adapter.h"
 #include "model/kv_cache.h"
 #include "model/llama_model.h"
 
@@ -26,19 +29,29 @@ class LlamaEngine : public Engine {
 
   EngineInfo Info() const override;
   absl::StatusOr<StepResult> Step(const StepPlan& plan) override;
+  absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& id,
+                                          const std::string& dir) override;
+  void UnloadAdapter(const std::string& id) override;
 
  private:
   struct Sequence {
     NewSequence spec;
+    std::shared_ptr<const Adapter> adapter;  // Held until the sequence ends.
     std::vector<int32_t> generated;
     std::vector<int32_t> blocks;
     std::vector<TokenDetails> prompt_details;  // Collected until reported.
   };
 
   absl::StatusOr<StepResult> Run(const StepPlan& plan);
+  // The adapters of `plan`'s new sequences, by id; fails naming one this
+  // worker has not loaded (nothing of the plan applied yet).
+  absl::StatusOr<std::map<std::string, std::shared_ptr<const Adapter>>> PlanAdapters(
+      const StepPlan& plan);
   // Details of prompt positions [first, first + n) from `rows` [n, vocab],
   // where row i holds the logits after position first + i.
   void AddPromptDetails(Sequence& seq, int64_t first, const at::Tensor& rows);
+  // Placeholders at the start of the sequence's prompt (prompt tuning).
+  static int64_t VirtualTokens(const Sequence& seq);
   // The sequence `id`; crashes when the worker does not hold it.
   Sequence& Known(SequenceId id);
 
@@ -46,6 +59,9 @@ class LlamaEngine : public Engine {
   KvCache cache_;
   PlanChecker checker_;  // Refuses a plan this worker cannot run.
   std::map<SequenceId, Sequence> sequences_;
+  absl::Mutex adapters_mu_;  // LoadAdapter runs on RPC threads, Step on compute.
+  std::map<std::string, std::shared_ptr<const Adapter>> adapters_
+      ABSL_GUARDED_BY(adapters_mu_);
 };
 
 }  // namespace fms

@@ -1,8 +1,10 @@
 #include "model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/linear.h"
+#include "model/lora_batch.h"
 #include "model/paged_attention.h"
 
 namespace fms {
@@ -12,6 +14,13 @@ LlamaModel::LlamaModel(LlamaConfig config, ShardLayout layout, LlamaOptions opti
       layout_(layout),
       options_(options),
       rope_(config_, options.device) {}
+
+absl::StatusOr<std::shared_ptr<const Adapter>> LlamaModel::LoadAdapter(
+    const std::string& id, const std::string& dir) const {
+  return fms::LoadAdapter(
+      {.id = id, .dir = dir, .dtype = options_.dtype, .device = options_.device}, config_,
+      layout_);
+}
 
 KvCache LlamaModel::MakeCache(const KvCacheOptions& options) const {
   return KvCache(config_.num_layers, layout_.kv_heads, config_.head_dim,
@@ -39,21 +48,41 @@ at::Tensor UnfusedLinear(const at::Tensor& x, const at::Tensor& w, const at::Ten
   return at::cat(outputs, -1);
 }
 
-at::Tensor LlamaModel::Mlp(const LayerWeights& w, const at::Tensor& x) const {
+at::Tensor LlamaModel::Mlp(int64_t layer, const at::Tensor& x, const LoraBatch& lora) const {
+  const LayerWeights& w = layers_[layer];
   // [T, 2 * intermediate] -> gate, up [T, intermediate]
   const int64_t inter = layout_.intermediate;
-  const at::Tensor gate_up =
+  at::Tensor gate_up =
       options_.eager_baseline ? UnfusedLinear(x, w.gate_up, w.gate_up_bias, {inter, inter})
                               : Linear(x, w.gate_up, w.gate_up_bias);
+  if (!lora.empty()) lora.Apply(layer, LoraSite::kGateUp, x, gate_up);
   const auto halves = gate_up.chunk(2, -1);
-  return RowParallel(at::silu(halves[0]) * halves[1], w.down, w.down_bias);
+  return RowParallel(at::silu(halves[0]) * halves[1], w.down, w.down_bias,
+                     [&](const at::Tensor& in, at::Tensor& out) {
+                       if (!lora.empty()) lora.Apply(layer, LoraSite::kDown, in, out);
+                     });
 }
 
-at::Tensor LlamaModel::Qkv(const LayerWeights& w, const at::Tensor& x) const {
-  if (!options_.eager_baseline) return Linear(x, w.qkv, w.qkv_bias);
+at::Tensor LlamaModel::Qkv(int64_t layer, const at::Tensor& x, const LoraBatch& lora) const {
+  const LayerWeights& w = layers_[layer];
   const int64_t q = layout_.heads * config_.head_dim;
   const int64_t kv = layout_.kv_heads * config_.head_dim;
-  return UnfusedLinear(x, w.qkv, w.qkv_bias, {q, kv, kv});
+  at::Tensor qkv = options_.eager_baseline ? UnfusedLinear(x, w.qkv, w.qkv_bias, {q, kv, kv})
+                                           : Linear(x, w.qkv, w.qkv_bias);
+  if (!lora.empty()) lora.Apply(layer, LoraSite::kQkv, x, qkv);
+  return qkv;
+}
+
+void LlamaModel::InjectPrompts(const ForwardBatch& batch, at::Tensor& hidden) const {
+  int64_t row = 0;
+  for (const SequenceChunk& s : batch.sequences) {
+    const Adapter* a = s.adapter;
+    const int64_t virtual_tokens = a != nullptr ? a->virtual_tokens() : 0;
+    // Positions [context_len, min(context_len + n, virtual_tokens)) are virtual.
+    const int64_t n = std::min(s.context_len + s.num_tokens, virtual_tokens) - s.context_len;
+    if (n > 0) hidden.narrow(0, row, n).copy_(a->prompt.narrow(0, s.context_len, n));
+    row += s.num_tokens;
+  }
 }
 
 at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
@@ -69,9 +98,16 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
 }
 
 at::Tensor LlamaModel::RowParallel(const at::Tensor& x, const at::Tensor& w,
-                                   const at::Tensor& b) const {
-  if (options_.collectives == nullptr) return Linear(x, w, b);
-  at::Tensor partial = Linear(x, w, at::Tensor()).contiguous();  // [T, out]
+                                   const at::Tensor& b, const AddDelta& delta) const {
+  if (options_.collectives == nullptr) {
+    at::Tensor y = Linear(x, w, b);
+    delta(x, y);
+    return y;
+  }
+  // [T, out]: this rank's partial sums, its part of the LoRA delta included
+  // (A holds this rank's input columns, so the deltas sum like the products).
+  at::Tensor partial = Linear(x, w, at::Tensor()).contiguous();
+  delta(x, partial);
   options_.collectives->AllReduceSum(partial);
   return b.defined() ? partial.add_(b) : partial;
 }
@@ -95,10 +131,12 @@ at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const 
       at::tensor(at::ArrayRef<int32_t>(batch.token_ids), at::kInt)
           .to(options_.device, at::kLong);
   at::Tensor hidden = Embed(ids);  // [T, hidden]
+  InjectPrompts(batch, hidden);
+  const LoraBatch lora(batch, options_.device);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     // [T, (heads + 2 * kv_heads) * d] -> q [T, heads, d], k/v [T, kv_heads, d]
-    const at::Tensor qkv = Qkv(w, RmsNorm(hidden, w.input_norm));
+    const at::Tensor qkv = Qkv(l, RmsNorm(hidden, w.input_norm), lora);
     const auto parts = qkv.split({heads * d, kv_heads * d, kv_heads * d}, -1);
     const at::Tensor q = Rope::Apply(parts[0].view({tokens, heads, d}), cos, sin);
     const at::Tensor k = Rope::Apply(parts[1].view({tokens, kv_heads, d}), cos, sin);
@@ -107,8 +145,11 @@ at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const 
                                 parts[2].reshape({tokens, kv_heads, d}));
     const at::Tensor attn =
         PagedAttention(plan, q, cache.keys(l), cache.values(l));  // [T, heads, d]
-    hidden = hidden + RowParallel(attn.view({tokens, heads * d}), w.o, w.o_bias);
-    hidden = hidden + Mlp(w, RmsNorm(hidden, w.post_norm));
+    hidden = hidden + RowParallel(attn.view({tokens, heads * d}), w.o, w.o_bias,
+                                  [&](const at::Tensor& in, at::Tensor& out) {
+                                    if (!lora.empty()) lora.Apply(l, LoraSite::kO, in, out);
+                                  });
+    hidden = hidden + Mlp(l, RmsNorm(hidden, w.post_norm), lora);
   }
   // [R, hidden] -> [R, vocab]
   const at::Tensor last = RmsNorm(hidden.index_select(0, plan.logit_rows), final_norm_);

@@ -6,11 +6,13 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/adapter.h"
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
 #include "model/llama_config.h"
@@ -19,6 +21,8 @@
 #include "model/weight_source.h"
 
 namespace fms {
+
+class LoraBatch;
 
 struct LlamaOptions {
   at::ScalarType dtype = at::kFloat;  // kFloat or kBFloat16 on CPU.
@@ -62,6 +66,10 @@ class LlamaModel {
   const LlamaOptions& options() const { return options_; }
   const ShardLayout& layout() const { return layout_; }
 
+  // Loads the adapter in `dir` for this rank (adapter.h).
+  absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& id,
+                                                             const std::string& dir) const;
+
   // A KV cache shaped for this model.
   KvCache MakeCache(const KvCacheOptions& options) const;
 
@@ -77,17 +85,22 @@ class LlamaModel {
 
   // ids [T] -> [T, hidden]; each rank looks up its vocabulary rows.
   at::Tensor Embed(const at::Tensor& ids) const;
+  // Adds a LoRA delta from x [T, in_slice] to y [T, out] in place.
+  using AddDelta = std::function<void(const at::Tensor& x, at::Tensor& y)>;
   // Row-parallel projection: x [T, in_slice], w [out, in_slice] -> [T, out],
-  // summed over the ranks, then the bias.
-  at::Tensor RowParallel(const at::Tensor& x, const at::Tensor& w,
-                         const at::Tensor& b) const;
+  // plus `delta`, summed over the ranks, then the bias.
+  at::Tensor RowParallel(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                         const AddDelta& delta) const;
+  // hidden [T, hidden]: the rows of virtual-token positions take the
+  // prompt-tuning adapters' embeddings.
+  void InjectPrompts(const ForwardBatch& batch, at::Tensor& hidden) const;
   // last [R, hidden] -> fp32 logits [R, vocab] on rank 0, undefined elsewhere.
   at::Tensor Logits(const at::Tensor& last) const;
 
-  // x [T, hidden] -> [T, hidden]
-  at::Tensor Mlp(const LayerWeights& w, const at::Tensor& x) const;
+  // x [T, hidden] -> [T, hidden], layer `layer` with its LoRA deltas.
+  at::Tensor Mlp(int64_t layer, const at::Tensor& x, const LoraBatch& lora) const;
   // x [T, hidden] -> [T, (heads + 2 * kv_heads) * head_dim]
-  at::Tensor Qkv(const LayerWeights& w, const at::Tensor& x) const;
+  at::Tensor Qkv(int64_t layer, const at::Tensor& x, const LoraBatch& lora) const;
   // x [T, hidden] -> [T, hidden], fp32 statistics.
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
 

@@ -54,17 +54,60 @@ absl::Status RemoteEngine::Reconnect(const std::vector<std::string>& sockets) {
   return absl::OkStatus();
 }
 
+RemoteEngine::Stubs RemoteEngine::CurrentStubs() {
+  absl::MutexLock lock(&mu_);
+  return stubs_;
+}
+
+absl::StatusOr<AdapterInfo> RemoteEngine::LoadAdapter(const std::string& id,
+                                                      const std::string& dir) {
+  worker::LoadAdapterRequest request;
+  request.set_id(id);
+  request.set_dir(dir);
+  struct Reply {
+    grpc::Status status;
+    worker::LoadAdapterResponse response;
+  };
+  const Stubs stubs = CurrentStubs();
+  std::vector<std::future<Reply>> replies;
+  for (const auto& stub : stubs) {
+    replies.push_back(std::async(std::launch::async, [&request, stub] {
+      Reply reply;
+      grpc::ClientContext context;
+      reply.status = stub->LoadAdapter(&context, request, &reply.response);
+      return reply;
+    }));
+  }
+  std::vector<Reply> done;
+  for (auto& reply : replies) done.push_back(reply.get());
+  for (const Reply& reply : done) {
+    if (reply.status.ok()) continue;
+    UnloadAdapter(id);
+    return absl::Status(static_cast<absl::StatusCode>(reply.status.error_code()),
+                        reply.status.error_message());
+  }
+  const worker::LoadAdapterResponse& r = done.front().response;
+  return AdapterInfo{.peft_type = r.peft_type(), .virtual_tokens = r.virtual_tokens(),
+                     .rank = r.rank(), .bytes = r.bytes()};
+}
+
+void RemoteEngine::UnloadAdapter(const std::string& id) {
+  worker::UnloadAdapterRequest request;
+  request.set_id(id);
+  for (const auto& stub : CurrentStubs()) {
+    grpc::ClientContext context;
+    worker::UnloadAdapterResponse response;
+    stub->UnloadAdapter(&context, request, &response);  // A lost rank forgets by itself.
+  }
+}
+
 absl::StatusOr<StepResult> RemoteEngine::Step(const StepPlan& plan) {
   const worker::StepPlan request = ToProto(plan);
   struct Reply {
     grpc::Status status;
     worker::StepResult result;
   };
-  Stubs stubs;
-  {
-    absl::MutexLock lock(&mu_);
-    stubs = stubs_;
-  }
+  const Stubs stubs = CurrentStubs();
   auto call = [&request](const std::shared_ptr<worker::WorkerService::Stub>& stub) {
     Reply reply;
     grpc::ClientContext context;

@@ -24,6 +24,11 @@ class RemoteEngine : public Engine {
 
   EngineInfo Info() const override { return info_; }
   absl::StatusOr<StepResult> Step(const StepPlan& plan) override;
+  // On every rank at once; a rank's refusal is the answer (rank 0's when
+  // several refuse), and the ranks that did load it forget it again.
+  absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& id,
+                                          const std::string& dir) override;
+  void UnloadAdapter(const std::string& id) override;
 
   // Points the engine at a new worker group (after a restart). Thread-safe;
   // the model facts must not change.
@@ -32,6 +37,7 @@ class RemoteEngine : public Engine {
  private:
   using Stubs = std::vector<std::shared_ptr<worker::WorkerService::Stub>>;
   RemoteEngine() = default;
+  Stubs CurrentStubs() ABSL_LOCKS_EXCLUDED(mu_);
   // Stubs for `sockets` and rank 0's facts.
   static absl::StatusOr<std::pair<Stubs, EngineInfo>> Open(
       const std::vector<std::string>& sockets);

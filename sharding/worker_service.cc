@@ -41,6 +41,25 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* r
   return grpc::Status::OK;
 }
 
+grpc::Status WorkerService::LoadAdapter(grpc::ServerContext*,
+                                        const worker::LoadAdapterRequest* request,
+                                        worker::LoadAdapterResponse* response) {
+  auto info = engine_->LoadAdapter(request->id(), request->dir());
+  if (!info.ok()) return ToGrpc(info.status());
+  response->set_peft_type(info->peft_type);
+  response->set_virtual_tokens(info->virtual_tokens);
+  response->set_rank(info->rank);
+  response->set_bytes(info->bytes);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::UnloadAdapter(grpc::ServerContext*,
+                                          const worker::UnloadAdapterRequest* request,
+                                          worker::UnloadAdapterResponse*) {
+  engine_->UnloadAdapter(request->id());
+  return grpc::Status::OK;
+}
+
 grpc::Status WorkerService::Health(grpc::ServerContext*, const worker::HealthRequest*,
                                    worker::HealthResponse* response) {
   response->set_serving(true);

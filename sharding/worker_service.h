@@ -1,6 +1,7 @@
-// The gRPC side of an fms-worker: Info, Step and Health over the Engine that
-// owns this rank's model. Steps run one at a time on the worker's compute
-// thread, whichever gRPC thread received them.
+// The gRPC side of an fms-worker: Info, Step, adapters and Health over the
+// Engine that owns this rank's model. Steps run one at a time on the worker's
+// compute thread, whichever gRPC thread received them; adapters load on the
+// receiving thread, beside the steps (they need no collective).
 
 #ifndef FMS_SHARDING_WORKER_SERVICE_H_
 #define FMS_SHARDING_WORKER_SERVICE_H_
@@ -21,6 +22,12 @@ class WorkerService final : public worker::WorkerService::Service {
                     worker::InfoResponse* response) override;
   grpc::Status Step(grpc::ServerContext* context, const worker::StepPlan* request,
                     worker::StepResult* response) override;
+  grpc::Status LoadAdapter(grpc::ServerContext* context,
+                           const worker::LoadAdapterRequest* request,
+                           worker::LoadAdapterResponse* response) override;
+  grpc::Status UnloadAdapter(grpc::ServerContext* context,
+                             const worker::UnloadAdapterRequest* request,
+                             worker::UnloadAdapterResponse* response) override;
   grpc::Status Health(grpc::ServerContext* context, const worker::HealthRequest* request,
                       worker::HealthResponse* response) override;
 
