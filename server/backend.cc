@@ -91,6 +91,19 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
                        .metrics = b.metrics.get()};
   b.options.max_concurrent_requests = config.max_concurrent_requests;
   b.options.max_batch_size = config.max_batch_size;
+  if (!config.adapter_cache.empty()) {
+    b.adapters = std::make_unique<AdapterStore>(
+        AdapterStoreOptions{
+            .root = config.adapter_cache,
+            .max_loaded = config.max_loras,
+            .max_bytes = int64_t{config.prompt_cache_size_mb} << 20,
+            .max_lora_rank = config.max_lora_rank,
+            .max_prompt_prefix_length = config.max_prompt_prefix_length > 0
+                                            ? config.max_prompt_prefix_length
+                                            : max_seq / 2},
+        b.engine.get());
+    b.options.adapters = b.adapters.get();
+  }
   return absl::OkStatus();
 }
 
@@ -134,6 +147,7 @@ bool WorkerSupervisor::Recover(const std::string& detail) {
   absl::Status status = workers.ok() ? (*workers)->WaitReady(absl::Minutes(30))
                                      : workers.status();
   if (status.ok()) status = backend_->engine->Reconnect((*workers)->sockets());
+  if (backend_->adapters != nullptr) backend_->adapters->Forget();  // The new ranks hold none.
   if (workers.ok()) backend_->workers = *std::move(workers);
   if (status.ok()) status = WarmUp(*backend_);
   if (!status.ok()) {  // Stay NOT_SERVING: Kubernetes restarts the pod.

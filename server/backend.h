@@ -21,6 +21,7 @@
 #include "absl/synchronization/notification.h"
 #include "batching/batcher.h"
 #include "model/llama_config.h"
+#include "server/adapter_store.h"
 #include "server/config.h"
 #include "server/generation_service.h"
 #include "server/metrics.h"
@@ -38,6 +39,7 @@ struct Backend {
   std::string socket_dir;
   std::unique_ptr<WorkerGroup> workers;
   std::unique_ptr<RemoteEngine> engine;
+  std::unique_ptr<AdapterStore> adapters;  // Over `engine`.
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<Batcher> batcher;
   GenerationServiceOptions options;

@@ -64,6 +64,21 @@ struct ServerConfig {
   std::string log_level = "info";
   // DRAIN_GRACE_SECONDS: after SIGTERM, how long in-flight requests may run.
   uint32_t drain_grace_seconds = 30;
+  // ADAPTER_CACHE (vllm-tgis-adapter's --adapter-cache), or TGIS's
+  // PREFIX_STORE_PATH: the folder whose sub-folders are the adapters that
+  // adapter_id / prefix_id name; empty: adapters are refused.
+  std::string adapter_cache;
+  // MAX_LORAS: adapters kept loaded on the workers at once (least recently
+  // used first out; one in use by a request is never unloaded).
+  uint32_t max_loras = 8;
+  // MAX_LORA_RANK (vLLM's --max-lora-rank): larger LoRA ranks are refused.
+  uint32_t max_lora_rank = 64;
+  // PROMPT_CACHE_SIZE_MB (TGIS): megabytes of loaded adapter tensors (rank
+  // 0's) kept at once.
+  uint32_t prompt_cache_size_mb = 512;
+  // MAX_PROMPT_PREFIX_LENGTH (TGIS): most virtual tokens of a prompt-tuning
+  // adapter; 0 means half of the max sequence length, as in TGIS.
+  uint32_t max_prompt_prefix_length = 0;
 };
 
 // Reads an environment variable; nullopt when unset.

@@ -20,8 +20,9 @@ GenerationRun::GenerationRun(const ResolvedParams& params, const RunContext& con
 
 absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
     const std::string& text, const ResolvedParams& params, const RunContext& context,
-    uint32_t random_seed) {
+    uint32_t random_seed, std::shared_ptr<const AdapterLease> adapter) {
   std::unique_ptr<GenerationRun> run(new GenerationRun(params, context));
+  const uint32_t prefix = adapter ? static_cast<uint32_t>(adapter->virtual_tokens()) : 0;
   run->input_text_ = text;
   auto prompt = EncodePrompt(*context.tokenizer, text, params.truncate_input_tokens,
                              context.add_special_tokens);
@@ -32,18 +33,23 @@ absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
   const int32_t bos = context.tokenizer->bos_id();
   if (prompt->truncated && bos >= 0 && context.add_special_tokens) ids.front() = bos;
   const uint32_t n = static_cast<uint32_t>(ids.size());
-  if (absl::Status s = ValidateInputLength(n, params.min_new_tokens, context.max_sequence_length);
+  if (absl::Status s =
+          ValidateInputLength(n, prefix, params.min_new_tokens, context.max_sequence_length);
       !s.ok()) {
     return s;
   }
   Request& request = run->request_;
-  request.prompt = std::move(ids);
+  request.prompt.assign(prefix, 0);  // Placeholders the worker's model replaces.
+  request.prompt.insert(request.prompt.end(), ids.begin(), ids.end());
+  run->input_ids_ = std::move(ids);
+  if (adapter) request.adapter = adapter->engine_id();
+  run->adapter_ = std::move(adapter);
   request.sampling = params.sampling;
   if (params.sampling.sample && !params.seed_given) request.sampling.seed = random_seed;
   request.prompt_details = params.input_tokens;
   request.arrival = Clock::now();
   // max_new_tokens shrinks to fit max_sequence_length: reaching it is TOKEN_LIMIT.
-  const uint32_t room = context.max_sequence_length - n;
+  const uint32_t room = context.max_sequence_length - n - prefix;
   request.stopping.max_new_tokens = std::min(params.max_new_tokens, room);
   request.stopping.max_new_tokens_clamped = room < params.max_new_tokens;
   request.stopping.min_new_tokens = params.min_new_tokens;
@@ -52,7 +58,7 @@ absl::StatusOr<std::unique_ptr<GenerationRun>> GenerationRun::Create(
         request.arrival + std::chrono::milliseconds(params.time_limit_millis);
   }
   run->text_stream_ = std::make_unique<TextStream>(
-      context.tokenizer, request.prompt,
+      context.tokenizer, run->input_ids_,
       TextStreamOptions{.stop_sequences = params.stop_sequences,
                         .include_stop_sequence = params.include_stop_sequence,
                         .output_special_tokens = context.output_special_tokens,
@@ -82,9 +88,9 @@ fmaas::GenerationResponse GenerationRun::FirstMessage() const {
 
 void GenerationRun::AddInputTokens(const SequenceEvent& event) {
   fmaas::GenerationResponse message;
-  for (size_t i = 0; i < event.prompt_details.size() && i < request_.prompt.size(); ++i) {
+  for (size_t i = 0; i < event.prompt_details.size() && i < input_ids_.size(); ++i) {
     fmaas::TokenInfo* info = message.add_input_tokens();
-    FillTokenInfo(request_.prompt[i], event.prompt_details[i], info);
+    FillTokenInfo(input_ids_[i], event.prompt_details[i], info);
     if (i == 0) {  // TGIS: NaN logprob, rank 0 and no top tokens at position 0.
       if (params_.sampling.logprobs) info->set_logprob(std::nanf(""));
       info->set_rank(0);

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "batching/request.h"
 #include "proto/generation.pb.h"
+#include "server/adapter_store.h"
 #include "server/metrics.h"
 #include "server/text_stream.h"
 #include "server/tokenizer.h"
@@ -41,9 +42,12 @@ class GenerationRun {
  public:
   // Fails with INVALID_ARGUMENT when the input is too long (TGIS rows 14-15).
   // `random_seed` is used when a SAMPLE request gave none.
+  // `adapter` (may be null) is held until the run is destroyed; a
+  // prompt-tuning adapter's virtual tokens count against the sequence length
+  // (TGIS's "prefix length") but not in input_token_count.
   static absl::StatusOr<std::unique_ptr<GenerationRun>> Create(
       const std::string& text, const ResolvedParams& params, const RunContext& context,
-      uint32_t random_seed);
+      uint32_t random_seed, std::shared_ptr<const AdapterLease> adapter = nullptr);
 
   // The request to submit (its id is set by the batcher).
   const Request& request() const { return request_; }
@@ -54,7 +58,7 @@ class GenerationRun {
     method_ = std::move(method);
     correlation_id_ = std::move(correlation_id);
   }
-  uint32_t input_token_count() const { return static_cast<uint32_t>(request_.prompt.size()); }
+  uint32_t input_token_count() const { return static_cast<uint32_t>(input_ids_.size()); }
 
   // The sequence's next event, which the batcher delivered at `received`.
   // Returns true when a stop sequence matched: the caller then ends the
@@ -85,6 +89,8 @@ class GenerationRun {
   const ResolvedParams params_;
   const RunContext context_;
   std::string input_text_;
+  std::vector<int32_t> input_ids_;  // The text's tokens (request_.prompt less virtual ones).
+  std::shared_ptr<const AdapterLease> adapter_;
   Request request_;
   std::unique_ptr<TextStream> text_stream_;
   std::string kind_ = "single";

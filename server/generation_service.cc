@@ -16,6 +16,13 @@ std::string CorrelationId(const grpc::ServerContext& context) {
   return it == metadata.end() ? "" : std::string(it->second.data(), it->second.size());
 }
 
+// vllm-tgis-adapter: adapter_id, else prefix_id (TGIS's name) for
+// compatibility.
+template <typename RequestProto>
+std::string AdapterIdOf(const RequestProto& request) {
+  return request.adapter_id().empty() ? request.prefix_id() : request.adapter_id();
+}
+
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
@@ -82,17 +89,24 @@ void GenerationService::RecordFinished(const Runs& runs) {
   }
 }
 
+absl::StatusOr<std::shared_ptr<const AdapterLease>> GenerationService::LeaseAdapter(
+    const std::string& adapter_id) {
+  if (adapter_id.empty()) return nullptr;
+  if (options_.adapters == nullptr) {
+    return absl::InvalidArgumentError("adapter_id supplied but no adapter store was configured");
+  }
+  return options_.adapters->Acquire(adapter_id);
+}
+
 absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
     const fmaas::Parameters* params, const std::vector<const std::string*>& texts,
-    bool has_prefix, bool has_adapter) {
-  if (has_prefix) return absl::InvalidArgumentError("prefix_id is not supported by this server");
-  if (has_adapter) {
-    return absl::InvalidArgumentError("adapter_id is not supported by this server");
-  }
+    const std::string& adapter_id) {
   auto resolved = ResolveParameters(params, options_.limits);
-  if (!resolved.ok()) {
+  absl::StatusOr<std::shared_ptr<const AdapterLease>> adapter = nullptr;
+  if (resolved.ok()) adapter = LeaseAdapter(adapter_id);
+  if (!resolved.ok() || !adapter.ok()) {
     if (options_.context.metrics != nullptr) options_.context.metrics->RequestFailed("validation");
-    return resolved.status();
+    return resolved.ok() ? adapter.status() : resolved.status();
   }
   Runs runs;
   for (const std::string* text : texts) {
@@ -101,7 +115,7 @@ absl::StatusOr<GenerationService::Runs> GenerationService::Prepare(
       absl::MutexLock lock(&rng_mu_);
       seed = absl::Uniform<uint32_t>(rng_);  // A random 32-bit seed per input.
     }
-    auto run = GenerationRun::Create(*text, *resolved, options_.context, seed);
+    auto run = GenerationRun::Create(*text, *resolved, options_.context, seed, *adapter);
     if (!run.ok()) {
       if (options_.context.metrics != nullptr) {
         options_.context.metrics->RequestFailed("validation");
@@ -150,7 +164,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   std::vector<const std::string*> texts;
   for (const auto& r : request->requests()) texts.push_back(&r.text());
   auto runs = Prepare(request->has_params() ? &request->params() : nullptr, texts,
-                      request->has_prefix_id(), request->has_adapter_id());
+                      AdapterIdOf(*request));
   if (!runs.ok()) return ToGrpc(runs.status());
   if (!Acquire(*context, n)) return Overloaded();
   Permits permits(&in_flight_, n);
@@ -192,8 +206,7 @@ grpc::Status GenerationService::GenerateStream(
   if (grpc::Status s = CheckAvailable(); !s.ok()) return s;
   if (!request->has_request()) return grpc::Status(grpc::INVALID_ARGUMENT, "missing request");
   auto runs = Prepare(request->has_params() ? &request->params() : nullptr,
-                      {&request->request().text()}, request->has_prefix_id(),
-                      request->has_adapter_id());
+                      {&request->request().text()}, AdapterIdOf(*request));
   if (!runs.ok()) return ToGrpc(runs.status());
   if (!Acquire(*context, 1)) return Overloaded();
   Permits permits(&in_flight_, 1);
@@ -226,9 +239,10 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*,
   if (active_.load(std::memory_order_acquire) == nullptr) {
     return grpc::Status(grpc::UNAVAILABLE, "the model is still loading");
   }
-  if (request->has_prefix_id() || request->has_adapter_id()) {
-    return grpc::Status(grpc::INVALID_ARGUMENT,
-                        "prefix_id and adapter_id are not supported by this server");
+  // Validated (and loaded) as for Generate, as vllm-tgis-adapter does; the
+  // base model's tokenizer serves every adapter.
+  if (auto adapter = LeaseAdapter(AdapterIdOf(*request)); !adapter.ok()) {
+    return ToGrpc(adapter.status());
   }
   const Tokenizer& tokenizer = *options_.context.tokenizer;
   const Clock::time_point start = Clock::now();

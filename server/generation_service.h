@@ -28,6 +28,7 @@ struct GenerationServiceOptions {
   RunContext context;
   uint32_t max_concurrent_requests = 512;  // Inputs in flight; beyond: overloaded.
   uint32_t max_batch_size = 12;  // For the deadline estimate (admission.h).
+  AdapterStore* adapters = nullptr;  // adapter_id / prefix_id; null: refused.
 };
 
 // Registered before the model loads (so that health checks answer while it
@@ -63,10 +64,14 @@ class GenerationService final : public fmaas::GenerationService::Service {
  private:
   using Runs = std::vector<std::shared_ptr<GenerationRun>>;
 
-  // Validates and tokenizes every input; fails as a whole.
+  // Validates and tokenizes every input and loads the adapter (`adapter_id`,
+  // empty for none); fails as a whole.
   absl::StatusOr<Runs> Prepare(const fmaas::Parameters* params,
                                const std::vector<const std::string*>& texts,
-                               bool has_prefix, bool has_adapter);
+                               const std::string& adapter_id);
+  // The adapter `adapter_id` names, held (null for none).
+  absl::StatusOr<std::shared_ptr<const AdapterLease>> LeaseAdapter(
+      const std::string& adapter_id);
   // Submits `runs` and returns their ids; their events go to `queue`.
   absl::StatusOr<std::vector<SequenceId>> Submit(const Runs& runs,
                                                  const std::shared_ptr<EventQueue>& queue);

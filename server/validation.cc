@@ -121,21 +121,22 @@ absl::StatusOr<ResolvedParams> ResolveParameters(const fmaas::Parameters* params
   return r;
 }
 
-absl::Status ValidateInputLength(uint32_t input_tokens, uint32_t min_new_tokens,
-                                 uint32_t max_sequence_length) {
+absl::Status ValidateInputLength(uint32_t input_tokens, uint32_t prefix_length,
+                                 uint32_t min_new_tokens, uint32_t max_sequence_length) {
   // An empty text with a tokenizer that adds no BOS (SmolLM2, Qwen2): the
   // model has nothing to attend to. vLLM refuses it too.
   if (input_tokens == 0) {
     return Invalid("the input text has no tokens (empty, and the tokenizer adds no BOS token)");
   }
-  if (input_tokens >= max_sequence_length) {
-    return Invalid(absl::StrCat("input tokens (", input_tokens,
-                                ") plus prefix length (0) must be < ", max_sequence_length));
+  const uint64_t total = uint64_t{input_tokens} + prefix_length;
+  if (total >= max_sequence_length) {
+    return Invalid(absl::StrCat("input tokens (", input_tokens, ") plus prefix length (",
+                                prefix_length, ") must be < ", max_sequence_length));
   }
-  if (input_tokens + min_new_tokens > max_sequence_length) {
-    return Invalid(absl::StrCat("input tokens (", input_tokens,
-                                ") plus prefix length (0) plus min_new_tokens (",
-                                min_new_tokens, ") must be <= ", max_sequence_length));
+  if (total + min_new_tokens > max_sequence_length) {
+    return Invalid(absl::StrCat("input tokens (", input_tokens, ") plus prefix length (",
+                                prefix_length, ") plus min_new_tokens (", min_new_tokens,
+                                ") must be <= ", max_sequence_length));
   }
   return absl::OkStatus();
 }

@@ -44,9 +44,10 @@ absl::StatusOr<ResolvedParams> ResolveParameters(const fmaas::Parameters* params
                                                  const ValidationLimits& limits);
 
 // Per input, after tokenization and truncation (rows 14 and 15 of 2.1); an
-// input of no tokens is refused as well.
-absl::Status ValidateInputLength(uint32_t input_tokens, uint32_t min_new_tokens,
-                                 uint32_t max_sequence_length);
+// input of no tokens is refused as well. `prefix_length`: a prompt-tuning
+// adapter's virtual tokens.
+absl::Status ValidateInputLength(uint32_t input_tokens, uint32_t prefix_length,
+                                 uint32_t min_new_tokens, uint32_t max_sequence_length);
 
 }  // namespace fms
 

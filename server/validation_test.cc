@@ -108,14 +108,20 @@ TEST(Validation, RulesApplyInTgisOrder) {
 }
 
 TEST(Validation, InputLengthRules) {
-  EXPECT_TRUE(ValidateInputLength(63, 1, 64).ok());  // input + min == max: accepted
-  EXPECT_EQ(ValidateInputLength(64, 0, 64).message(),
+  EXPECT_TRUE(ValidateInputLength(63, 0, 1, 64).ok());  // input + min == max: accepted
+  EXPECT_EQ(ValidateInputLength(64, 0, 0, 64).message(),
             "input tokens (64) plus prefix length (0) must be < 64");
-  EXPECT_EQ(ValidateInputLength(60, 5, 64).message(),
+  EXPECT_EQ(ValidateInputLength(60, 0, 5, 64).message(),
             "input tokens (60) plus prefix length (0) plus min_new_tokens (5) must be <= 64");
+  // A prompt-tuning adapter's virtual tokens count, as TGIS's prefix length.
+  EXPECT_EQ(ValidateInputLength(56, 8, 0, 64).message(),
+            "input tokens (56) plus prefix length (8) must be < 64");
+  EXPECT_EQ(ValidateInputLength(50, 8, 7, 64).message(),
+            "input tokens (50) plus prefix length (8) plus min_new_tokens (7) must be <= 64");
+  EXPECT_TRUE(ValidateInputLength(50, 8, 6, 64).ok());
   // Found by tests/fuzz/request_fuzz: an empty text on a tokenizer without
   // BOS reached the scheduler, which refused it as RESOURCE_EXHAUSTED.
-  EXPECT_EQ(ValidateInputLength(0, 0, 64).message(),
+  EXPECT_EQ(ValidateInputLength(0, 0, 0, 64).message(),
             "the input text has no tokens (empty, and the tokenizer adds no BOS token)");
 }
 
