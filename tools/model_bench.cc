@@ -5,12 +5,15 @@
 //   model_bench (--model DIR | --random llama2-7b [--layers N]) [--device cpu|cuda]
 //               [--dtype float32|bfloat16] [--threads 2]
 //               [--batches 1,8,32] [--prompt 128] [--steps 16]
+//               [--adapters DIR,DIR,...]
 //
 // Prints one JSON object per line: per batch size, prefill and decode
 // tokens/s with the achieved GB/s (weights + KV cache read per decode step)
 // and TFLOP/s. A step is timed to its logits on the host, as the engine
 // uses them. --random builds the named shape with random weights on the
-// device (no checkpoint needed).
+// device (no checkpoint needed). --adapters loads those PEFT adapters (their
+// load times are printed) and gives sequence b adapter b % count: the cost of
+// LoRA in a mixed batch (tools/bench_adapters.py).
 
 #include <ATen/Parallel.h>
 
@@ -44,6 +47,7 @@ struct BenchOptions {
   int64_t prompt = 128;  // Prompt tokens per sequence.
   int64_t steps = 16;    // Timed decode steps.
   bool eager_baseline = false;  // Unfused projections, per-sequence attention.
+  std::vector<std::string> adapters;  // Adapter directories, spread over the batch.
 };
 
 double Seconds(Clock::time_point since) {
@@ -89,7 +93,8 @@ double KvBytes(const LlamaConfig& c, double tokens, at::ScalarType dtype) {
   return 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * tokens * at::elementSize(dtype);
 }
 
-nlohmann::json RunBatch(const LlamaModel& model, const BenchOptions& o, int64_t batch) {
+nlohmann::json RunBatch(const LlamaModel& model, const BenchOptions& o, int64_t batch,
+                        const std::vector<std::shared_ptr<const Adapter>>& adapters) {
   const int64_t block_size = 16;
   const int64_t blocks_per_seq = (o.prompt + o.steps + 1 + block_size - 1) / block_size;
   KvCache cache = model.MakeCache({.num_blocks = batch * blocks_per_seq,
@@ -98,6 +103,7 @@ nlohmann::json RunBatch(const LlamaModel& model, const BenchOptions& o, int64_t 
   for (int64_t b = 0; b < batch; ++b) {
     SequenceChunk s;
     s.num_tokens = o.prompt;
+    if (!adapters.empty()) s.adapter = adapters[b % adapters.size()].get();
     for (int64_t i = 0; i < blocks_per_seq; ++i) {
       s.block_table.push_back(static_cast<int32_t>(b * blocks_per_seq + i));
     }
@@ -156,6 +162,7 @@ bool ParseArgs(int argc, char** argv, BenchOptions* o) {
     else if (flag == "--prompt") o->prompt = std::stoll(value);
     else if (flag == "--steps") o->steps = std::stoll(value);
     else if (flag == "--eager_baseline") o->eager_baseline = value == "1" || value == "true";
+    else if (flag == "--adapters") o->adapters = absl::StrSplit(value, ',', absl::SkipEmpty());
     else if (flag == "--batches") {
       o->batches.clear();
       for (absl::string_view b : absl::StrSplit(value, ',')) {
@@ -210,8 +217,22 @@ int Run(int argc, char** argv) {
                               {"roofline_batch1_tokens_per_s", bandwidth / bytes}}
                    .dump()
             << std::endl;
+  std::vector<std::shared_ptr<const Adapter>> adapters;
+  for (const std::string& dir : o.adapters) {
+    const auto start = Clock::now();
+    auto adapter = (*model)->LoadAdapter(dir, dir);
+    if (!adapter.ok()) {
+      std::cerr << adapter.status().message() << "\n";
+      return 1;
+    }
+    std::cout << nlohmann::json{{"adapter", dir}, {"load_ms", 1000 * Seconds(start)},
+                                {"bytes", (*adapter)->bytes}}.dump()
+              << std::endl;
+    adapters.push_back(*std::move(adapter));
+  }
   for (int64_t batch : o.batches) {
-    nlohmann::json row = RunBatch(**model, o, batch);
+    nlohmann::json row = RunBatch(**model, o, batch, adapters);
+    row["adapters"] = adapters.size();
     row["dtype"] = o.dtype;
     std::cout << row.dump() << std::endl;
   }
