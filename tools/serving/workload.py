@@ -82,6 +82,8 @@ def stream_requests(config, exact_tokens=False):
                                                     params=batch.params)
                 if batch.HasField("prefix_id"):
                     single.prefix_id = batch.prefix_id
+                if batch.HasField("adapter_id"):
+                    single.adapter_id = batch.adapter_id
                 out.append(single)
         else:
             raise WorkloadError(
