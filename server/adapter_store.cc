@@ -89,8 +89,11 @@ absl::Status AdapterStore::Load(const std::string& id, Entry& entry) {
   }
   auto info = engine_->LoadAdapter(entry.engine_id, *dir);
   if (!info.ok()) {  // The client sees file names inside the adapter, not the store's path.
-    return NotRetrievable(
+    const absl::Status refused = NotRetrievable(
         id, absl::StrReplaceAll(info.status().message(), {{absl::StrCat(*dir, "/"), ""}}));
+    // A worker that is down or restarting is not the adapter's fault: its code stays.
+    if (absl::IsInvalidArgument(info.status())) return refused;
+    return absl::Status(info.status().code(), refused.message());
   }
   if (info->virtual_tokens > options_.max_prompt_prefix_length) {
     engine_->UnloadAdapter(entry.engine_id);

@@ -33,6 +33,10 @@ class RecordingEngine : public Engine {
       loaded.erase(id);
       return absl::InvalidArgumentError("tensor x has shape [2], expected [3]");
     }
+    if (fs::exists(fs::path(dir) / "down")) {
+      loaded.erase(id);
+      return absl::UnavailableError("rank 1: Socket closed");
+    }
     return AdapterInfo{.peft_type = "LORA", .rank = 8, .bytes = 1 << 20};
   }
   void UnloadAdapter(const std::string& id) override {
@@ -89,6 +93,10 @@ TEST_F(AdapterStoreTest, RefusesWithTheAdaptersMessages) {
             "can't retrieve adapter with id 'wide': LoRA rank 128 is greater than MAX_LORA_RANK 64");
   EXPECT_EQ(Error(store, "bad"),
             "can't retrieve adapter with id 'bad': tensor x has shape [2], expected [3]");
+  std::ofstream(root_ / "b" / "down") << "";  // A worker that is restarting.
+  auto down = store.Acquire("b");
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(down.status().message(), "can't retrieve adapter with id 'b': rank 1: Socket closed");
   std::ofstream(root_ / "c" / "adapter_config.json") << R"({"peft_type": "IA3"})";
   EXPECT_EQ(Error(store, "c"), "adapter type IA3 is not currently supported");
   AdapterStore none({}, &engine_);
