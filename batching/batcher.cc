@@ -75,6 +75,7 @@ bool Batcher::DrainInbox() {
     } else {
       FailOpen(std::get<ResetAll>(command).status);
       scheduler_ = Scheduler(scheduler_.config());
+      last_stats_ = {};
     }
   }
   return !stopping;
@@ -119,8 +120,11 @@ void Batcher::RunStep() {
     const SchedulerStats s = scheduler_.stats();
     metrics_->OnStep({.batch_size = static_cast<int64_t>(plan.chunks.size()),
                       .tokens = s.tokens_last_step,
-                      .preemptions = s.preemptions,
-                      .step_seconds = std::chrono::duration<double>(end - start).count()});
+                      .preemptions = s.preemptions - last_stats_.preemptions,
+                      .step_seconds = std::chrono::duration<double>(end - start).count(),
+                      .prefix_queries = s.prefix_queries - last_stats_.prefix_queries,
+                      .prefix_hits = s.prefix_hits - last_stats_.prefix_hits});
+    last_stats_ = s;
   }
 }
 
@@ -128,7 +132,7 @@ void Batcher::PublishState() {
   if (metrics_ == nullptr) return;
   const SchedulerStats s = scheduler_.stats();
   const QueueState state{.waiting = s.waiting, .running = s.running,
-                         .free_blocks = s.free_blocks};
+                         .free_blocks = s.free_blocks, .cached_blocks = s.cached_blocks};
   if (published_ == state) return;
   published_ = state;
   metrics_->OnState(state);

@@ -35,8 +35,12 @@ using EventSink = std::function<void(const SequenceEvent&)>;
 struct StepStats {
   int64_t batch_size = 0;   // Sequences in the step.
   int64_t tokens = 0;       // Tokens processed by the step.
-  int64_t preemptions = 0;  // Since start.
+  int64_t preemptions = 0;  // In this step.
   double step_seconds = 0;  // Engine time of the step.
+  // Prefix caching, in this step's admissions: prompt tokens looked up, and
+  // those found cached.
+  int64_t prefix_queries = 0;
+  int64_t prefix_hits = 0;
 };
 
 // The scheduler's occupancy, published whenever it changes: after a step, and
@@ -46,6 +50,7 @@ struct QueueState {
   int64_t waiting = 0;      // Requests in the queue.
   int64_t running = 0;      // Sequences holding KV blocks.
   int64_t free_blocks = 0;  // Free KV blocks.
+  int64_t cached_blocks = 0;  // Blocks holding a reusable prefix, held or free.
   bool operator==(const QueueState&) const = default;
 };
 
@@ -109,6 +114,7 @@ class Batcher {
   Scheduler scheduler_;  // Batcher thread only.
   std::map<SequenceId, Submission> open_;  // Batcher thread only.
   std::optional<QueueState> published_;    // Batcher thread only.
+  SchedulerStats last_stats_;              // Batcher thread only: for per-step deltas.
 
   absl::Mutex mu_;
   std::deque<Command> inbox_ ABSL_GUARDED_BY(mu_);

@@ -25,16 +25,18 @@ bool SamplingIsSane(const SamplingParams& p) {
 }  // namespace
 
 PlanChecker::PlanChecker(PlanLimits limits)
-    : limits_(limits), owner_(static_cast<size_t>(limits.num_blocks), kFree) {}
+    : limits_(limits),
+      holders_(static_cast<size_t>(limits.num_blocks), 0),
+      full_(static_cast<size_t>(limits.num_blocks), false) {}
 
 int64_t PlanChecker::num_owned_blocks() const {
   int64_t owned = 0;
-  for (SequenceId owner : owner_) owned += owner != kFree;
+  for (int32_t holders : holders_) owned += holders > 0;
   return owned;
 }
 
 void PlanChecker::Free(Held& held) {
-  for (int32_t block : held.blocks) owner_[block] = kFree;
+  for (int32_t block : held.blocks) --holders_[block];
   held.blocks.clear();
   held.cached = 0;
 }
@@ -60,35 +62,52 @@ absl::Status PlanChecker::CheckNew(const StepPlan& plan) const {
   return absl::OkStatus();
 }
 
+absl::Status PlanChecker::CheckBlock(int32_t block, SequenceId id) const {
+  if (block < 0 || block >= limits_.num_blocks) {
+    return Refuse(id, absl::StrCat("block ", block, " outside the cache of ", limits_.num_blocks));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PlanChecker::CheckChunks(const StepPlan& plan) const {
   std::unordered_set<SequenceId> is_new, seen;
   for (const NewSequence& s : plan.new_sequences) is_new.insert(s.id);
-  std::unordered_set<int32_t> claimed;
+  std::unordered_set<int32_t> fresh, shared;  // Blocks this plan hands out.
   for (const ScheduledChunk& c : plan.chunks) {
     const auto it = held_.find(c.id);
     if (it == held_.end() && !is_new.count(c.id)) return Refuse(c.id, "not held by this worker");
     if (!seen.insert(c.id).second) return Refuse(c.id, "two chunks in one step");
     const int64_t cached = it == held_.end() ? 0 : it->second.cached;
-    const int64_t blocks = it == held_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size());
+    int64_t blocks = it == held_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size());
     if (c.token_ids.empty()) return Refuse(c.id, "a chunk of no tokens");
-    if (c.context_len != cached) {
-      return Refuse(c.id, absl::StrCat("context_len ", c.context_len, " but ", cached,
+    if (!c.cached_blocks.empty() && cached != blocks * limits_.block_size) {
+      return Refuse(c.id, "cached blocks after a block table that is not full");
+    }
+    for (int32_t block : c.cached_blocks) {
+      if (absl::Status st = CheckBlock(block, c.id); !st.ok()) return st;
+      if (!full_[block] || fresh.count(block)) {
+        return Refuse(c.id, absl::StrCat("block ", block, " holds no computed prefix"));
+      }
+      shared.insert(block);
+    }
+    const int64_t expected =
+        cached + static_cast<int64_t>(c.cached_blocks.size()) * limits_.block_size;
+    if (c.context_len != expected) {
+      return Refuse(c.id, absl::StrCat("context_len ", c.context_len, " but ", expected,
                                        " positions are cached"));
     }
     if (absl::Status st = CheckTokens(c.token_ids, c.id); !st.ok()) return st;
     for (int32_t block : c.new_blocks) {
-      if (block < 0 || block >= limits_.num_blocks) {
-        return Refuse(c.id, absl::StrCat("block ", block, " outside the cache of ",
-                                         limits_.num_blocks));
-      }
-      if (owner_[block] != kFree || !claimed.insert(block).second) {
+      if (absl::Status st = CheckBlock(block, c.id); !st.ok()) return st;
+      if (holders_[block] != 0 || shared.count(block) || !fresh.insert(block).second) {
         return Refuse(c.id, absl::StrCat("block ", block, " is not free"));
       }
     }
+    blocks += static_cast<int64_t>(c.cached_blocks.size() + c.new_blocks.size());
     const int64_t end = c.context_len + static_cast<int64_t>(c.token_ids.size());
-    const int64_t room = (blocks + static_cast<int64_t>(c.new_blocks.size())) * limits_.block_size;
-    if (end > room) {
-      return Refuse(c.id, absl::StrCat("positions up to ", end, " but blocks for ", room));
+    if (end > blocks * limits_.block_size) {
+      return Refuse(c.id, absl::StrCat("positions up to ", end, " but blocks for ",
+                                       blocks * limits_.block_size));
     }
   }
   return absl::OkStatus();
@@ -109,11 +128,20 @@ absl::Status PlanChecker::Accept(const StepPlan& plan) {
   for (const NewSequence& s : plan.new_sequences) held_.emplace(s.id, Held{});
   for (const ScheduledChunk& c : plan.chunks) {
     Held& held = held_.at(c.id);
+    for (int32_t block : c.cached_blocks) {
+      ++holders_[block];
+      held.blocks.push_back(block);
+    }
     for (int32_t block : c.new_blocks) {
-      owner_[block] = c.id;
+      ++holders_[block];
+      full_[block] = false;
       held.blocks.push_back(block);
     }
     held.cached = c.context_len + static_cast<int64_t>(c.token_ids.size());
+    for (int64_t i = c.context_len / limits_.block_size; i < held.cached / limits_.block_size;
+         ++i) {
+      full_[held.blocks[i]] = true;
+    }
   }
   return absl::OkStatus();
 }

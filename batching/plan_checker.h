@@ -10,6 +10,10 @@
 // finite sampling parameters; each chunk names a held or new sequence once,
 // continues exactly where its KV cache ends, carries token ids inside the
 // vocabulary, and appends free blocks in range that cover its positions.
+// Prefix caching: a chunk's cached_blocks must be full blocks this worker
+// computed (by any sequence) and has not handed out fresh since, appended to
+// a block table that ends on a block boundary; several sequences may hold
+// one. A fresh block must be held by none.
 //
 // Not thread-safe: the worker's step thread owns it.
 
@@ -40,7 +44,7 @@ class PlanChecker {
   // of the rest recorded.
   absl::Status Accept(const StepPlan& plan);
 
-  // Sequences held, and blocks owned by them (for tests and the fuzzer).
+  // Sequences held, and blocks held by at least one (for tests and the fuzzer).
   size_t num_sequences() const { return held_.size(); }
   int64_t num_owned_blocks() const;
 
@@ -52,12 +56,13 @@ class PlanChecker {
   void Free(Held& held);
   absl::Status CheckNew(const StepPlan& plan) const;
   absl::Status CheckChunks(const StepPlan& plan) const;
+  absl::Status CheckBlock(int32_t block, SequenceId id) const;
   absl::Status CheckTokens(const std::vector<int32_t>& ids, SequenceId id) const;
 
-  static constexpr SequenceId kFree = -1;
   PlanLimits limits_;
   std::unordered_map<SequenceId, Held> held_;
-  std::vector<SequenceId> owner_;  // Per block: the sequence that holds it.
+  std::vector<int32_t> holders_;  // Per block: sequences whose tables hold it.
+  std::vector<bool> full_;        // Per block: all its positions computed since it was fresh.
 };
 
 }  // namespace fms

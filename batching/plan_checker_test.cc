@@ -91,5 +91,29 @@ TEST(PlanChecker, ForgettingIsIdempotent) {
   EXPECT_TRUE(checker.Accept(Prefill(2, 1, 2)).ok());
 }
 
+TEST(PlanChecker, CachedBlocksMustHoldAComputedPrefix) {
+  PlanChecker checker(kLimits);
+  ASSERT_TRUE(checker.Accept(Prefill(1, 0, 1)).ok());  // Block 0 full, block 1 half.
+  auto shared = [](SequenceId id, std::vector<int32_t> cached, int64_t context_len,
+                   std::vector<int32_t> fresh) {
+    return StepPlan{.new_sequences = {{.id = id, .prompt = {1, 2, 3, 4, 5}}},
+                    .chunks = {{.id = id, .token_ids = {5}, .context_len = context_len,
+                                .cached_blocks = std::move(cached),
+                                .new_blocks = std::move(fresh)}}};
+  };
+  ExpectRefused(checker, shared(2, {1}, 4, {2}), "block 1 holds no computed prefix");
+  ExpectRefused(checker, shared(2, {0}, 0, {2}), "context_len 0 but 4 positions are cached");
+  ExpectRefused(checker, shared(2, {0}, 4, {0}), "block 0 is not free");
+  ExpectRefused(checker, shared(2, {9}, 4, {2}), "block 9 outside");
+  ASSERT_TRUE(checker.Accept(shared(2, {0}, 4, {2})).ok());  // Held by 1 and 2.
+  // Still cached when no sequence holds it, until handed out fresh.
+  ASSERT_TRUE(checker.Accept({.finished = {1, 2}}).ok());
+  EXPECT_EQ(checker.num_owned_blocks(), 0);
+  ASSERT_TRUE(checker.Accept(shared(3, {0}, 4, {2})).ok());
+  ASSERT_TRUE(checker.Accept({.finished = {3}}).ok());
+  ASSERT_TRUE(checker.Accept(Prefill(4, 3, 0)).ok());  // Block 0 fresh: its prefix is gone.
+  ExpectRefused(checker, shared(5, {0}, 4, {2}), "block 0 holds no computed prefix");
+}
+
 }  // namespace
 }  // namespace fms

@@ -1,6 +1,7 @@
 #include "batching/scheduler.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -74,11 +75,49 @@ void Scheduler::Preempt(Sequence& seq) {
   allocator_.Free(seq.blocks);
   seq.blocks.clear();
   seq.num_computed = 0;
+  seq.registered = 0;
+  seq.cached_blocks.clear();
   if (seq.known_to_workers) preempted_.push_back(seq.request.id);
   seq.running = false;
   std::erase(running_, seq.request.id);
   waiting_.push_front(seq.request.id);
   ++preemptions_;
+}
+
+void Scheduler::ExtendKeys(Sequence& seq, int64_t blocks) const {
+  const int64_t size = config_.block_size;
+  std::vector<int32_t> tokens(static_cast<size_t>(size));
+  while (static_cast<int64_t>(seq.keys.size()) < blocks) {
+    const int64_t first = static_cast<int64_t>(seq.keys.size()) * size;
+    for (int64_t i = 0; i < size; ++i) tokens[i] = seq.token(first + i);
+    seq.keys.push_back(ChainBlockKey(
+        seq.keys.empty() ? PrefixRoot(seq.request.adapter) : seq.keys.back(), tokens));
+  }
+}
+
+std::vector<int32_t> Scheduler::MatchPrefix(Sequence& seq) const {
+  if (!config_.enable_prefix_caching || seq.prompt_details_pending) return {};
+  // The block of the last token is always computed: its logits are sampled.
+  const int64_t candidates = (seq.total() - 1) / config_.block_size;
+  ExtendKeys(seq, candidates);
+  std::vector<int32_t> hits;
+  for (int64_t i = 0; i < candidates; ++i) {
+    const std::optional<int32_t> block = allocator_.Lookup(seq.keys[i]);
+    if (!block.has_value()) break;
+    hits.push_back(*block);
+  }
+  return hits;
+}
+
+void Scheduler::RegisterFullBlocks(Sequence& seq) {
+  if (!config_.enable_prefix_caching) return;
+  const int64_t full = seq.num_computed / config_.block_size;
+  ExtendKeys(seq, full);
+  for (; seq.registered < full; ++seq.registered) {
+    // False for a block whose content another block already holds (two equal
+    // prompts computed at once): that one stays uncached.
+    allocator_.Register(seq.blocks[seq.registered], seq.keys[seq.registered]);
+  }
 }
 
 bool Scheduler::ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added) {
@@ -108,6 +147,7 @@ bool Scheduler::TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan) {
   ScheduledChunk chunk{
       .id = seq.request.id,
       .context_len = seq.num_computed,
+      .cached_blocks = std::exchange(seq.cached_blocks, {}),
       .new_blocks = added,
       .sample = seq.num_computed + n == seq.total(),
       .prompt_details = seq.prompt_details_pending};
@@ -125,20 +165,35 @@ bool Scheduler::TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan) {
 
 bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
   Sequence& seq = sequences_.at(id);
-  // Admission never preempts: the first chunk must fit the free blocks.
-  const int64_t n = std::min(seq.pending(), budget_);
-  const int64_t need = (n + config_.block_size - 1) / config_.block_size;
-  if (n <= 0 || need > allocator_.num_free() ||
-      num_scheduled_ >= config_.max_batch_size ||
+  if (num_scheduled_ >= config_.max_batch_size ||
       static_cast<int64_t>(running_.size()) >= config_.max_batch_size) {
     return false;
   }
+  // Admission never preempts: the first chunk must fit the free blocks,
+  // less the cached ones it takes out of the free list.
+  const std::vector<int32_t> hits = MatchPrefix(seq);
+  const int64_t num_hits = static_cast<int64_t>(hits.size());
+  const int64_t cached = num_hits * config_.block_size;
+  const int64_t n = std::min(seq.pending() - cached, budget_);
+  int64_t free = allocator_.num_free();
+  for (int32_t block : hits) free -= allocator_.ref_count(block) == 0;
+  const int64_t need = (cached + n + config_.block_size - 1) / config_.block_size - num_hits;
+  if (n <= 0 || need > free) return false;
   if (!seq.known_to_workers) {
     plan->new_sequences.push_back(
         {.id = id, .prompt = seq.request.prompt, .sampling = seq.request.sampling,
          .adapter = seq.request.adapter});
     seq.known_to_workers = true;
   }
+  if (config_.enable_prefix_caching && !seq.prompt_details_pending) {
+    prefix_queries_ += seq.total();
+    prefix_hits_ += cached;
+  }
+  for (int32_t block : hits) allocator_.Share(block);
+  seq.blocks = hits;
+  seq.cached_blocks = hits;
+  seq.num_computed = cached;
+  seq.registered = num_hits;
   std::erase(waiting_, id);
   running_.push_back(id);
   seq.running = true;
@@ -200,6 +255,7 @@ std::vector<SequenceEvent> Scheduler::Update(const StepResult& result, Clock::ti
   for (const InFlight& chunk : std::exchange(in_flight_, {})) {
     Sequence& seq = sequences_.at(chunk.id);
     seq.num_computed += chunk.num_tokens;
+    RegisterFullBlocks(seq);
     if (seq.num_computed >= static_cast<int64_t>(seq.request.prompt.size())) {
       seq.prompt_details_pending = false;
     }
@@ -246,7 +302,10 @@ SchedulerStats Scheduler::stats() const {
           .running = static_cast<int64_t>(running_.size()),
           .free_blocks = allocator_.num_free(),
           .preemptions = preemptions_,
-          .tokens_last_step = tokens_last_step_};
+          .tokens_last_step = tokens_last_step_,
+          .cached_blocks = allocator_.num_cached(),
+          .prefix_queries = prefix_queries_,
+          .prefix_hits = prefix_hits_};
 }
 
 }  // namespace fms

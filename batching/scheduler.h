@@ -16,6 +16,15 @@
 // front of the queue, to be recomputed from its prompt and generated tokens
 // later (never corrupted). Waiting requests never preempt.
 //
+// Automatic prefix caching (enable_prefix_caching, as in vLLM): a block
+// whose positions are all computed gets a content key (prefix_hash.h: the
+// adapter and every token up to its end). At admission, a sequence takes the
+// longest run of its full blocks whose keys are cached (held by others or
+// free but not yet reused) and starts computing after them; the block of its
+// last token is always computed, so there are logits to sample from. Cached
+// blocks count as free and are evicted least recently used first. A request
+// that asks for prompt-token details computes its whole prompt.
+//
 // A request whose time limit passes while it waits behind other work ends
 // with TIME_LIMIT and no token; one that can start at its first plan always
 // gets at least one token, as in TGIS.
@@ -35,6 +44,7 @@
 
 #include "absl/status/status.h"
 #include "batching/block_allocator.h"
+#include "batching/prefix_hash.h"
 #include "batching/request.h"
 #include "batching/step.h"
 
@@ -46,6 +56,7 @@ struct SchedulerConfig {
   int64_t max_waiting_tokens = 24;   // Steps after which a waiting request goes first.
   int64_t num_blocks = 0;            // KV cache blocks.
   int64_t block_size = 16;           // Token positions per block.
+  bool enable_prefix_caching = false;  // Reuse cached full blocks at admission.
   std::vector<int32_t> eos_token_ids;
 };
 
@@ -56,6 +67,9 @@ struct SchedulerStats {
   int64_t free_blocks = 0;
   int64_t preemptions = 0;       // Since start.
   int64_t tokens_last_step = 0;  // Tokens in the last plan.
+  int64_t cached_blocks = 0;     // Blocks with a content key, held or free.
+  int64_t prefix_queries = 0;    // Since start: tokens of admitted sequences looked up ...
+  int64_t prefix_hits = 0;       // ... and those found cached.
 };
 
 class Scheduler {
@@ -91,6 +105,9 @@ class Scheduler {
     bool prompt_details_pending = false;
     int64_t waiting_steps = 0;
     FinishReason pending_finish = FinishReason::kNotFinished;
+    std::vector<BlockKey> keys;          // Of full blocks, from block 0; kept when preempted.
+    int64_t registered = 0;              // Leading blocks whose keys the allocator knows.
+    std::vector<int32_t> cached_blocks;  // Prefix hits for the next chunk.
 
     int64_t total() const {
       return static_cast<int64_t>(request.prompt.size() + generated.size());
@@ -112,6 +129,9 @@ class Scheduler {
   bool TryAdmit(SequenceId id, StepPlan* plan);
   bool ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added);
   void Preempt(Sequence& seq);
+  void ExtendKeys(Sequence& seq, int64_t blocks) const;
+  std::vector<int32_t> MatchPrefix(Sequence& seq) const;
+  void RegisterFullBlocks(Sequence& seq);
   void Release(SequenceId id);
   FinishReason StopReason(const Sequence& seq, int32_t token, Clock::time_point now) const;
 
@@ -128,6 +148,8 @@ class Scheduler {
   int64_t budget_ = 0;
   int64_t preemptions_ = 0;
   int64_t tokens_last_step_ = 0;
+  int64_t prefix_queries_ = 0;
+  int64_t prefix_hits_ = 0;
 };
 
 }  // namespace fms

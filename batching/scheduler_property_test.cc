@@ -2,7 +2,10 @@
 // lengths, limits, cancellations, deadlines and injected step failures
 // against a small KV pool. The FakeEngine checks every plan is runnable; at
 // the end no block is leaked, the engine holds no sequence, every request got
-// exactly one final event, and none exceeded its limits.
+// exactly one final event, and none exceeded its limits. Run again with
+// prefix caching, prompts built on a few shared prefixes under two adapters:
+// the FakeEngine's fake KV cache proves every cached block reused holds the
+// very prefix of the sequence that takes it.
 
 #include <map>
 #include <random>
@@ -24,14 +27,22 @@ struct Tracker {
   FinishReason reason = FinishReason::kNotFinished;
 };
 
-TEST(SchedulerProperty, TenThousandRandomRequests) {
+class SchedulerProperty : public ::testing::TestWithParam<bool> {};
+
+TEST_P(SchedulerProperty, TenThousandRandomRequests) {
+  const bool caching = GetParam();
   std::mt19937_64 rng(20261129);
   auto uniform = [&](int lo, int hi) {
     return std::uniform_int_distribution<int>(lo, hi)(rng);
   };
   const SchedulerConfig config{.max_batch_size = 16, .max_tokens_per_step = 48,
                                .max_waiting_tokens = 6, .num_blocks = 40,
-                               .block_size = 4, .eos_token_ids = {kEos}};
+                               .block_size = 4, .enable_prefix_caching = caching,
+                               .eos_token_ids = {kEos}};
+  std::vector<std::vector<int32_t>> prefixes(5);
+  for (auto& prefix : prefixes) {
+    for (int i = uniform(0, 24); i > 0; --i) prefix.push_back(uniform(3, 999));
+  }
   Scheduler scheduler(config);
   FakeEngine engine({.num_blocks = 40, .block_size = 4, .vocab_size = 1000});
   std::map<SequenceId, Tracker> requests;
@@ -53,7 +64,13 @@ TEST(SchedulerProperty, TenThousandRandomRequests) {
   while (next_id < 10000 || scheduler.HasWork()) {
     for (int n = uniform(0, 3); n > 0 && next_id < 10000; --n) {  // Arrivals.
       Request request{.id = next_id++, .arrival = now()};
-      for (int i = uniform(1, 40); i > 0; --i) request.prompt.push_back(uniform(3, 999));
+      if (caching) {
+        request.prompt = prefixes[uniform(0, 4)];
+        request.adapter = uniform(0, 3) == 0 ? "x" : "";
+      }
+      for (int i = uniform(1, caching ? 16 : 40); i > 0; --i) {
+        request.prompt.push_back(uniform(3, 999));
+      }
       request.stopping.max_new_tokens = uniform(1, 30);
       request.stopping.min_new_tokens =
           std::min<uint32_t>(uniform(0, 3), request.stopping.max_new_tokens);
@@ -100,6 +117,11 @@ TEST(SchedulerProperty, TenThousandRandomRequests) {
   }
   // Every path was exercised.
   EXPECT_GT(scheduler.stats().preemptions, 100);
+  if (caching) {
+    const SchedulerStats stats = scheduler.stats();
+    EXPECT_GT(stats.prefix_hits, stats.prefix_queries / 10);
+    EXPECT_GT(stats.cached_blocks, 0);
+  }
   EXPECT_GT(failures, 0);
   for (FinishReason reason : {FinishReason::kMaxTokens, FinishReason::kEosToken,
                               FinishReason::kCancelled, FinishReason::kStopSequence,
@@ -107,6 +129,8 @@ TEST(SchedulerProperty, TenThousandRandomRequests) {
     EXPECT_GT(reasons[reason], 0) << static_cast<int>(reason);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(PrefixCaching, SchedulerProperty, ::testing::Bool());
 
 }  // namespace
 }  // namespace fms

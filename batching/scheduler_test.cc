@@ -31,8 +31,10 @@ class Timeline {
 
   // Adds a request whose prompt is `length` tokens 10, 11, ...
   void Add(SequenceId id, int64_t length, uint32_t max_new_tokens,
-           StoppingCriteria stopping = {}) {
-    Request request{.id = id};
+           StoppingCriteria stopping = {}, std::string adapter = "",
+           bool prompt_details = false) {
+    Request request{.id = id, .adapter = std::move(adapter),
+                    .prompt_details = prompt_details};
     for (int64_t i = 0; i < length; ++i) request.prompt.push_back(10 + i);
     request.stopping = stopping;
     request.stopping.max_new_tokens = max_new_tokens;
@@ -234,6 +236,43 @@ TEST(Scheduler, RejectsRequestsThatCanNeverFit) {
   EXPECT_EQ(scheduler.Add(request).code(), absl::StatusCode::kResourceExhausted);
   request.stopping = {.max_new_tokens = 2, .min_new_tokens = 3};
   EXPECT_EQ(scheduler.Add(request).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Scheduler, PrefixCachingSkipsComputedBlocksButNeverTheLastToken) {
+  Timeline t({.max_batch_size = 4, .max_tokens_per_step = 64, .num_blocks = 16,
+              .block_size = 4, .enable_prefix_caching = true});
+  t.Add(1, 10, 1);                       // Blocks of 4: two full, computed.
+  EXPECT_EQ(t.Step(), "1:10+");
+  t.Add(2, 11, 1);                       // Same first 10 tokens: 8 cached.
+  EXPECT_EQ(t.Step(), "2:3+");
+  EXPECT_EQ(t.engine_.plans().back().chunks[0].context_len, 8);
+  t.Add(3, 8, 1);                        // All 8 cached, but the last is computed.
+  EXPECT_EQ(t.Step(), "3:4+");
+  t.Add(4, 10, 1, {}, "lora");           // Another adapter: nothing shared.
+  EXPECT_EQ(t.Step(), "4:10+");
+  t.Add(5, 10, 1, {}, "", /*prompt_details=*/true);  // Needs every prompt logit.
+  EXPECT_EQ(t.Step(), "5:10+");
+  const SchedulerStats stats = t.scheduler_.stats();
+  EXPECT_EQ(stats.prefix_queries, 10 + 11 + 8 + 10);
+  EXPECT_EQ(stats.prefix_hits, 8 + 4);
+  EXPECT_EQ(stats.free_blocks, 16);      // Cached blocks count as free.
+  EXPECT_GE(stats.cached_blocks, 4);
+}
+
+TEST(Scheduler, PrefixCachingMakesRecomputeAfterPreemptionCheap) {
+  Timeline t({.max_batch_size = 3, .max_tokens_per_step = 64, .num_blocks = 7,
+              .block_size = 4, .enable_prefix_caching = true});
+  for (SequenceId id : {1, 2, 3}) t.Add(id, 8, 6);  // Equal prompts.
+  EXPECT_EQ(t.Step(), "1:8+ 2:8+ 3:8+");  // 6 blocks held, 1 free; 1's are cached.
+  // Each decode needs a third block: 1 takes the free one, 2 preempts 3,
+  // and 3 comes straight back on 1's cached blocks, recomputing one token.
+  EXPECT_EQ(t.Step(), "1:1+ 2:1+ 3:1+");
+  EXPECT_EQ(t.scheduler_.stats().preemptions, 1);
+  const ScheduledChunk& resumed = t.engine_.plans().back().chunks[2];
+  EXPECT_EQ(resumed.context_len, 8);
+  EXPECT_EQ(resumed.cached_blocks.size(), 2u);
+  for (int i = 0; i < 20; ++i) t.Step();
+  for (SequenceId id : {1, 2, 3}) EXPECT_EQ(t.FinalReason(id), FinishReason::kMaxTokens);
 }
 
 }  // namespace

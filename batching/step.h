@@ -45,7 +45,11 @@ struct ScheduledChunk {
   // preemption, or the last sampled token (decode).
   std::vector<int32_t> token_ids;
   int64_t context_len = 0;  // Positions already in the KV cache.
-  // Block ids appended to the sequence's block table before this step.
+  // Prefix caching: full blocks another sequence (or this one, before a
+  // preemption) computed, appended to the block table first; their positions
+  // count in context_len. Shared, so never written.
+  std::vector<int32_t> cached_blocks;
+  // Fresh block ids appended to the sequence's block table next.
   std::vector<int32_t> new_blocks;
   // Sample a token after this chunk (false for a non-final prompt chunk).
   bool sample = true;

@@ -91,6 +91,7 @@ worker::StepPlan ToProto(const StepPlan& plan) {
     out->set_id(c.id);
     out->mutable_token_ids()->Add(c.token_ids.begin(), c.token_ids.end());
     out->set_context_len(c.context_len);
+    out->mutable_cached_blocks()->Add(c.cached_blocks.begin(), c.cached_blocks.end());
     out->mutable_new_blocks()->Add(c.new_blocks.begin(), c.new_blocks.end());
     out->set_sample(c.sample);
     out->set_prompt_details(c.prompt_details);
@@ -113,6 +114,7 @@ absl::StatusOr<StepPlan> FromProto(const worker::StepPlan& proto) {
     plan.chunks.push_back({.id = c.id(),
                            .token_ids = ToVector<int32_t>(c.token_ids()),
                            .context_len = c.context_len(),
+                           .cached_blocks = ToVector<int32_t>(c.cached_blocks()),
                            .new_blocks = ToVector<int32_t>(c.new_blocks()),
                            .sample = c.sample(),
                            .prompt_details = c.prompt_details()});

@@ -13,7 +13,7 @@
 namespace fms {
 
 // Bumped on any incompatible change of proto/worker.proto's meaning.
-inline constexpr uint32_t kWorkerProtocolVersion = 2;
+inline constexpr uint32_t kWorkerProtocolVersion = 3;
 
 worker::StepPlan ToProto(const StepPlan& plan);
 worker::StepResult ToProto(const StepResult& result);

@@ -13,7 +13,12 @@ int64_t KvPoolBlocks(const KvPoolBudget& budget, int64_t num_layers, int64_t kv_
   // Keys and values, every layer.
   const double block_bytes = 2.0 * static_cast<double>(num_layers * kv_heads * head_dim *
                                                        budget.block_size * element_bytes);
-  const auto affordable = static_cast<int64_t>(static_cast<double>(budget.budget_bytes) / block_bytes);
+  const int64_t bytes = budget.budget_bytes > 0 ? budget.budget_bytes : kDefaultKvBudgetBytes;
+  const auto affordable = static_cast<int64_t>(static_cast<double>(bytes) / block_bytes);
+  // An explicit budget is taken whole (prefix caching keeps what is spare);
+  // the default stops at what the batch can use, so that a small test
+  // server does not commit gigabytes it never touches.
+  if (budget.budget_bytes > 0) return std::max(per_sequence, affordable);
   return std::max(per_sequence, std::min(per_sequence * budget.max_batch_size, affordable));
 }
 

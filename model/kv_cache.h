@@ -17,17 +17,22 @@ struct KvCacheOptions {
   int64_t block_size = 16;  // Token positions per block.
 };
 
-// What a rank's pool is sized for: `max_batch_size` sequences of
-// `max_sequence_length` tokens, within `budget_bytes` of keys and values, but
-// always at least one full-length sequence. The worker that owns the pool
+// What a rank's pool is sized for: `budget_bytes` of keys and values when
+// given (KV_CACHE_MEMORY), else `max_batch_size` sequences of
+// `max_sequence_length` tokens within kDefaultKvBudgetBytes; always at least
+// one full-length sequence. The worker that owns the pool
 // sizes it (it knows its dtype, device and kv heads); the scheduler learns
 // the count from EngineInfo.
 struct KvPoolBudget {
   int64_t max_sequence_length = 0;
   int64_t max_batch_size = 1;
-  int64_t budget_bytes = int64_t{4} << 30;
+  // Bytes of keys and values; 0: room for max_batch_size sequences of
+  // max_sequence_length, at most kDefaultKvBudgetBytes.
+  int64_t budget_bytes = 0;
   int64_t block_size = 16;
 };
+
+inline constexpr int64_t kDefaultKvBudgetBytes = int64_t{4} << 30;
 
 // Blocks per layer for a rank holding `kv_heads` heads of `head_dim` over
 // `num_layers` layers, with `element_bytes` per cached value.

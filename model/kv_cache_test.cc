@@ -29,6 +29,13 @@ TEST(KvPoolBlocks, TheBudgetCapsThePool) {
   EXPECT_EQ(KvPoolBlocks(wide, 30, 3, 64, 4), 5825);
 }
 
+TEST(KvPoolBlocks, AnExplicitBudgetIsTakenWhole) {
+  // KV_CACHE_MEMORY: 1 GiB holds 2,912 bf16 blocks, more than 2 sequences need.
+  const KvPoolBudget given{.max_sequence_length = 8192, .max_batch_size = 2,
+                           .budget_bytes = int64_t{1} << 30};
+  EXPECT_EQ(KvPoolBlocks(given, 30, 3, 64, 2), 2912);
+}
+
 TEST(KvPoolBlocks, AtLeastOneFullLengthSequence) {
   const KvPoolBudget tiny{.max_sequence_length = 8192, .max_batch_size = 16,
                           .budget_bytes = 1 << 20};

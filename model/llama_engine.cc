@@ -128,6 +128,7 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
   ForwardBatch batch;
   for (const ScheduledChunk& c : plan.chunks) {
     Sequence& seq = Known(c.id);
+    seq.blocks.insert(seq.blocks.end(), c.cached_blocks.begin(), c.cached_blocks.end());
     seq.blocks.insert(seq.blocks.end(), c.new_blocks.begin(), c.new_blocks.end());
     batch.token_ids.insert(batch.token_ids.end(), c.token_ids.begin(), c.token_ids.end());
     batch.sequences.push_back({.num_tokens = static_cast<int64_t>(c.token_ids.size()),

@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
        .socket_prefix = config.shard_uds_path,
        .dtype = config.dtype_str.empty() ? "float32" : config.dtype_str,
        .max_sequence_length = max_seq, .max_batch_size = config.max_batch_size,
+       .kv_budget_bytes = static_cast<int64_t>(config.kv_cache_memory),
        .block_size = kBlockSize,
        .master_addr = config.master_addr, .master_port = static_cast<int>(config.master_port)});
   if (!workers.ok()) return workers.status();
@@ -82,6 +83,7 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
                                       .max_waiting_tokens = config.max_waiting_tokens,
                                       .num_blocks = info.num_blocks,
                                       .block_size = info.block_size,
+                                      .enable_prefix_caching = config.enable_prefix_caching,
                                       .eos_token_ids = eos},
       b.metrics.get());
   b.options.context = {.tokenizer = b.tokenizer.get(), .max_sequence_length = max_seq,

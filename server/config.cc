@@ -41,6 +41,17 @@ Setter Uint(uint32_t ServerConfig::*field, uint32_t min, uint32_t max) {
   };
 }
 
+Setter Bytes(uint64_t ServerConfig::*field, uint64_t min) {
+  return [=](const std::string& value, ServerConfig* config) {
+    uint64_t parsed = 0;
+    if (!absl::SimpleAtoi(value, &parsed) || parsed < min) {
+      return BadValue(value, absl::StrCat("a byte count >= ", min).c_str());
+    }
+    config->*field = parsed;
+    return absl::OkStatus();
+  };
+}
+
 Setter Bool(bool ServerConfig::*field) {
   return [=](const std::string& value, ServerConfig* config) {
     const std::string lower = absl::AsciiStrToLower(value);
@@ -142,6 +153,13 @@ const std::vector<Option>& Options() {
       {"default-include-stop-seqs", "DEFAULT_INCLUDE_STOP_SEQS",
        "default of include_stop_sequence [default: true]", true,
        Bool(&ServerConfig::default_include_stop_seqs)},
+      {"kv-cache-memory", "KV_CACHE_MEMORY",
+       "bytes of KV cache per worker (vLLM's kv_cache_memory_bytes) [default: room for "
+       "MAX_BATCH_SIZE sequences of MAX_SEQUENCE_LENGTH, at most 4 GiB]",
+       false, Bytes(&ServerConfig::kv_cache_memory, 1)},
+      {"enable-prefix-caching", "ENABLE_PREFIX_CACHING",
+       "reuse the KV cache of prompt prefixes computed before (vLLM's flag) [default: true]",
+       true, Bool(&ServerConfig::enable_prefix_caching)},
       {"json-output", "JSON_OUTPUT", "JSON logs [default: false]", true,
        Bool(&ServerConfig::json_output)},
       {"drain-grace-seconds", "DRAIN_GRACE_SECONDS",

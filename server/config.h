@@ -58,6 +58,14 @@ struct ServerConfig {
   bool add_special_tokens = true;
   // DEFAULT_INCLUDE_STOP_SEQS: default of include_stop_sequence.
   bool default_include_stop_seqs = true;
+  // KV_CACHE_MEMORY (vLLM's kv_cache_memory_bytes): each worker's KV pool,
+  // in bytes, all of it allocated at start. 0: room for max_batch_size
+  // sequences of max_sequence_length tokens, at most 4 GiB.
+  uint64_t kv_cache_memory = 0;
+  // ENABLE_PREFIX_CACHING (vLLM's --enable-prefix-caching, on by default as
+  // in vLLM V1; TGIS has none): full KV blocks of earlier prompts (same
+  // adapter, same tokens from the start) are reused instead of recomputed.
+  bool enable_prefix_caching = true;
   // JSON_OUTPUT: JSON log lines instead of text.
   bool json_output = false;
   // LOG_LEVEL: trace, debug, info, warn, error.

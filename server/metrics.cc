@@ -84,6 +84,24 @@ ServerMetrics::ServerMetrics(const MetricsLimits& limits)
   queue_size_ = &Gauge("tgi_queue_size", "Inputs waiting");
   batch_current_size_ = &Gauge("tgi_batch_current_size", "Sequences in the running batch");
   kv_free_blocks_ = &Gauge("fms_kv_cache_free_blocks", "Free KV cache blocks");
+  preemptions_ = &prometheus::BuildCounter()
+                      .Name("fms_preemptions_total")
+                      .Help("Sequences preempted for KV cache room (recomputed later)")
+                      .Register(*registry_)
+                      .Add({});
+  // vLLM's prefix_cache_queries / prefix_cache_hits: hit rate = hits / queries.
+  prefix_queries_ = &prometheus::BuildCounter()
+                         .Name("fms_prefix_cache_queries_total")
+                         .Help("Prompt tokens looked up in the prefix cache at admission")
+                         .Register(*registry_)
+                         .Add({});
+  prefix_hits_ = &prometheus::BuildCounter()
+                      .Name("fms_prefix_cache_hits_total")
+                      .Help("Prompt tokens found in the prefix cache (not computed)")
+                      .Register(*registry_)
+                      .Add({});
+  prefix_cached_blocks_ = &Gauge("fms_prefix_cache_blocks",
+                                 "KV cache blocks holding a reusable prefix (held or free)");
   kv_free_blocks_->Set(static_cast<double>(limits.kv_blocks));
   Gauge("fms_kv_cache_blocks", "KV cache blocks in the pool").Set(static_cast<double>(limits.kv_blocks));
 }
@@ -92,12 +110,16 @@ void ServerMetrics::OnStep(const StepStats& s) {
   batch_inference_count_.Increment({{"method", "next_token"}});
   batch_duration_->Observe(s.step_seconds);
   batch_size_->Observe(static_cast<double>(s.batch_size));
+  preemptions_->Increment(static_cast<double>(s.preemptions));
+  prefix_queries_->Increment(static_cast<double>(s.prefix_queries));
+  prefix_hits_->Increment(static_cast<double>(s.prefix_hits));
 }
 
 void ServerMetrics::OnState(const QueueState& s) {
   queue_size_->Set(static_cast<double>(s.waiting));
   batch_current_size_->Set(static_cast<double>(s.running));
   kv_free_blocks_->Set(static_cast<double>(s.free_blocks));
+  prefix_cached_blocks_->Set(static_cast<double>(s.cached_blocks));
 }
 
 void ServerMetrics::OnAdmitted(double queue_seconds) { queue_duration_->Observe(queue_seconds); }

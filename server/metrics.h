@@ -81,6 +81,10 @@ class ServerMetrics : public BatcherMetrics {
   prometheus::Gauge* queue_size_;
   prometheus::Gauge* batch_current_size_;
   prometheus::Gauge* kv_free_blocks_;
+  prometheus::Counter* preemptions_;
+  prometheus::Counter* prefix_queries_;
+  prometheus::Counter* prefix_hits_;
+  prometheus::Gauge* prefix_cached_blocks_;
 };
 
 }  // namespace fms

@@ -18,12 +18,12 @@ struct WorkerOptions {
   int world_size = 1;
   int threads = 0;          // Intra-op threads; 0 means all cores.
   std::string dtype = "float32";
-  // The KV pool, sized here (model/kv_cache.h KvPoolBlocks) for
-  // max_batch_size sequences of max_sequence_length tokens (0: the model's
-  // max_position_embeddings) within kv_budget_bytes.
+  // The KV pool, sized here (model/kv_cache.h KvPoolBlocks): kv_budget_bytes
+  // of it; 0: room for max_batch_size sequences of max_sequence_length
+  // tokens (0: the model's max_position_embeddings), at most 4 GiB.
   int64_t max_sequence_length = 0;
   int64_t max_batch_size = 16;
-  int64_t kv_budget_bytes = int64_t{4} << 30;
+  int64_t kv_budget_bytes = 0;
   int64_t block_size = 16;
   // Tensor-parallel rendezvous (world_size > 1): rank 0 serves the TCPStore.
   std::string master_addr = "localhost";

@@ -109,7 +109,8 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
         "--max-sequence-length", absl::StrCat(options.max_sequence_length),
         "--max-batch-size", absl::StrCat(options.max_batch_size), "--block-size",
         absl::StrCat(options.block_size), "--master-addr", options.master_addr,
-        "--master-port", absl::StrCat(options.master_port)};
+        "--master-port", absl::StrCat(options.master_port), "--kv-budget-bytes",
+        absl::StrCat(options.kv_budget_bytes)};
     std::vector<std::string> env = WorkerEnvironment(threads);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);

@@ -4,6 +4,7 @@ the parameters TGIS clients send; and step_plan_fuzz's runs of worker plans
 as the scheduler sends them. Usage: make_seeds.py CORPUS_DIR (needs the
 generation_pb2 and worker_pb2 modules of proto/ on PYTHONPATH)."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -53,11 +54,18 @@ def plans(*messages):
     return out
 
 
+def protocol_version():
+    """kWorkerProtocolVersion: a plan of another version is refused unread."""
+    codec = Path(__file__).resolve().parents[2] / "batching" / "step_codec.h"
+    return int(re.search(r"kWorkerProtocolVersion = (\d+);", codec.read_text()).group(1))
+
+
 def step_plan_seeds():
     import worker_pb2 as w
+    version = protocol_version()
 
     def plan(step, new=(), chunks=(), finished=(), preempted=()):
-        return w.StepPlan(version=1, step=step, new_sequences=list(new), chunks=list(chunks),
+        return w.StepPlan(version=version, step=step, new_sequences=list(new), chunks=list(chunks),
                           finished=list(finished), preempted=list(preempted))
 
     def seq(i, prompt):
@@ -65,9 +73,10 @@ def step_plan_seeds():
                              sampling=w.SamplingParams(sample=True, temperature=0.8, top_p=0.9,
                                                        repetition_penalty=1.0))
 
-    def chunk(i, tokens, context, blocks=(), sample=True):
+    def chunk(i, tokens, context, blocks=(), sample=True, cached=()):
         return w.ScheduledChunk(id=i, token_ids=tokens, context_len=context,
-                                new_blocks=list(blocks), sample=sample)
+                                cached_blocks=list(cached), new_blocks=list(blocks),
+                                sample=sample)
 
     return {
         "prefill_decode_finish": plans(
@@ -85,6 +94,11 @@ def step_plan_seeds():
             plan(1, chunks=[chunk(2, [9], 3), chunk(1, [9], 3)]),
             plan(2, chunks=[chunk(2, [10], 4, [0])], preempted=[1]),
             plan(3, chunks=[chunk(1, [1, 2, 3, 9], 0, [2])], finished=[2])),
+        "prefix_cache_hits": plans(  # Blocks of 4: sequence 1 computes two full ones.
+            plan(0, [seq(1, list(range(1, 10)))], [chunk(1, list(range(1, 10)), 0, [0, 1, 2])]),
+            plan(1, [seq(2, list(range(1, 7)))], [chunk(2, [5, 6], 4, [3], cached=[0])],
+                 finished=[1]),
+            plan(2, [seq(3, list(range(1, 10)))], [chunk(3, [9], 8, [4], cached=[0, 1])])),
     }
 
 
