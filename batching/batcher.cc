@@ -116,6 +116,7 @@ void Batcher::RunStep() {
   absl::StatusOr<StepResult> result = engine_->Step(plan);
   const Clock::time_point end = Clock::now();
   Deliver(result.ok() ? scheduler_.Update(*result, end) : scheduler_.Fail(result.status()));
+  if (result.ok()) scheduler_.ObserveStepTime(std::chrono::duration<double>(end - start).count());
   if (metrics_ != nullptr && !plan.chunks.empty()) {
     const SchedulerStats s = scheduler_.stats();
     metrics_->OnStep({.batch_size = static_cast<int64_t>(plan.chunks.size()),
@@ -123,7 +124,8 @@ void Batcher::RunStep() {
                       .preemptions = s.preemptions - last_stats_.preemptions,
                       .step_seconds = std::chrono::duration<double>(end - start).count(),
                       .prefix_queries = s.prefix_queries - last_stats_.prefix_queries,
-                      .prefix_hits = s.prefix_hits - last_stats_.prefix_hits});
+                      .prefix_hits = s.prefix_hits - last_stats_.prefix_hits,
+                      .worker = result.ok() ? result->timings : StepTimings{}});
     last_stats_ = s;
   }
 }

@@ -41,6 +41,7 @@ struct StepStats {
   // those found cached.
   int64_t prefix_queries = 0;
   int64_t prefix_hits = 0;
+  StepTimings worker;  // Rank 0's own account of step_seconds.
 };
 
 // The scheduler's occupancy, published whenever it changes: after a step, and

@@ -10,7 +10,9 @@
 namespace fms {
 
 Scheduler::Scheduler(SchedulerConfig config)
-    : config_(std::move(config)), allocator_(config_.num_blocks) {}
+    : config_(std::move(config)),
+      allocator_(config_.num_blocks),
+      cost_(config_.mixed_step_ratio) {}
 
 absl::Status Scheduler::Add(Request request) {
   FMS_CHECK(!sequences_.count(request.id), "duplicate sequence id");
@@ -215,6 +217,10 @@ StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* 
       TrySchedule(seq, 1, &plan);
     }
   }
+  last_decodes_ = num_scheduled_;
+  if (const std::optional<int64_t> prompt = cost_.PromptBudget(last_decodes_)) {
+    budget_ = std::min(budget_, *prompt);
+  }
   for (SequenceId id : std::vector<SequenceId>(waiting_.begin(), waiting_.end())) {  // 2.
     if (sequences_.at(id).waiting_steps >= config_.max_waiting_tokens &&
         !TryAdmit(id, &plan)) {
@@ -230,7 +236,10 @@ StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* 
   while (!waiting_.empty() && TryAdmit(waiting_.front(), &plan)) {  // 4. FIFO
   }
   for (SequenceId id : waiting_) ++sequences_.at(id).waiting_steps;
-  tokens_last_step_ = config_.max_tokens_per_step - budget_;
+  tokens_last_step_ = 0;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    tokens_last_step_ += static_cast<int64_t>(chunk.token_ids.size());
+  }
   plan.preempted = preempted_;
   return plan;
 }

@@ -9,7 +9,10 @@
 //      (TGIS's guarantee), FIFO;
 //   3. running prompt chunks, oldest first;
 //   4. waiting requests, FIFO, with no queue jumping.
-// A long prompt is split into chunks that fit the remaining budget. Before a
+// A long prompt is split into chunks that fit the remaining budget. While
+// decodes run, prompt chunks get at most what keeps the step within
+// mixed_step_ratio decode-only steps (step_cost.h, learned from the step
+// times the batcher reports), so streams do not stall behind a prefill. Before a
 // chunk runs, its sequence reserves the blocks the chunk needs. When a running
 // sequence cannot get blocks, the youngest running sequence not yet scheduled
 // in this step is preempted: its blocks are freed and it goes back to the
@@ -47,12 +50,16 @@
 #include "batching/prefix_hash.h"
 #include "batching/request.h"
 #include "batching/step.h"
+#include "batching/step_cost.h"
 
 namespace fms {
 
 struct SchedulerConfig {
   int64_t max_batch_size = 12;       // Sequences per step (MAX_BATCH_SIZE).
-  int64_t max_tokens_per_step = 512;  // Token budget per step.
+  int64_t max_tokens_per_step = 512;  // Token budget per step (MAX_NUM_BATCHED_TOKENS).
+  // A step with prompt tokens beside decodes costs at most this many
+  // decode-only steps; <= 1: no such limit.
+  double mixed_step_ratio = 0;
   int64_t max_waiting_tokens = 24;   // Steps after which a waiting request goes first.
   int64_t num_blocks = 0;            // KV cache blocks.
   int64_t block_size = 16;           // Token positions per block.
@@ -88,6 +95,11 @@ class Scheduler {
   std::vector<SequenceEvent> Update(const StepResult& result, Clock::time_point now);
   // The last plan failed: each of its sequences ends with `status`.
   std::vector<SequenceEvent> Fail(const absl::Status& status);
+
+  // The last plan's step took `seconds` on the engine (StepCost's input).
+  void ObserveStepTime(double seconds) {
+    cost_.Observe(last_decodes_, tokens_last_step_ - last_decodes_, seconds);
+  }
 
   bool HasWork() const { return !sequences_.empty() || !to_release_.empty(); }
   SchedulerStats stats() const;
@@ -150,6 +162,8 @@ class Scheduler {
   int64_t tokens_last_step_ = 0;
   int64_t prefix_queries_ = 0;
   int64_t prefix_hits_ = 0;
+  StepCost cost_;
+  int64_t last_decodes_ = 0;  // Decodes in the last plan.
 };
 
 }  // namespace fms

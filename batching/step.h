@@ -99,9 +99,24 @@ struct SequenceOutput {
   bool operator==(const SequenceOutput&) const = default;
 };
 
+// Where rank 0's time of one step went, in microseconds (the front end
+// exports them as fms_step_phase_seconds; what the batcher's step time holds
+// beyond their sum is the RPC and the other ranks).
+struct StepTimings {
+  int64_t decode_us = 0;   // The plan out of protobuf.
+  int64_t wait_us = 0;     // Handing the step to the compute thread.
+  int64_t prepare_us = 0;  // Checking the plan, building the batch.
+  int64_t forward_us = 0;  // The model, logits copied to the host.
+  int64_t sample_us = 0;   // Sampling and details.
+  int64_t encode_us = 0;   // The result into protobuf.
+
+  bool operator==(const StepTimings&) const = default;
+};
+
 struct StepResult {
   uint64_t step = 0;
   std::vector<SequenceOutput> outputs;  // One per chunk with sample = true, in order.
+  StepTimings timings;
 
   bool operator==(const StepResult&) const = default;
 };

@@ -136,6 +136,13 @@ worker::StepResult ToProto(const StepResult& result) {
     for (const TokenDetails& d : o.prompt_details) ToProto(d, out->add_prompt_details());
     out->set_non_finite_logits(o.non_finite_logits);
   }
+  worker::StepTimings* t = proto.mutable_timings();
+  t->set_decode_us(result.timings.decode_us);
+  t->set_wait_us(result.timings.wait_us);
+  t->set_prepare_us(result.timings.prepare_us);
+  t->set_forward_us(result.timings.forward_us);
+  t->set_sample_us(result.timings.sample_us);
+  t->set_encode_us(result.timings.encode_us);
   return proto;
 }
 
@@ -151,6 +158,10 @@ absl::StatusOr<StepResult> FromProto(const worker::StepResult& proto) {
     }
     result.outputs.push_back(std::move(output));
   }
+  const worker::StepTimings& t = proto.timings();
+  result.timings = {.decode_us = t.decode_us(), .wait_us = t.wait_us(),
+                    .prepare_us = t.prepare_us(), .forward_us = t.forward_us(),
+                    .sample_us = t.sample_us(), .encode_us = t.encode_us()};
   return result;
 }
 

@@ -22,6 +22,8 @@ StepPlan FullPlan() {
                          .new_blocks = {3, 9}, .sample = false, .prompt_details = true});
   plan.chunks.push_back({.id = 2, .token_ids = {88}, .context_len = 130,
                          .new_blocks = {12}});
+  plan.chunks.push_back({.id = 8, .token_ids = {5, 6}, .context_len = 32,
+                         .cached_blocks = {4, 11}, .new_blocks = {13}});
   plan.finished = {4, 5};
   plan.preempted = {9};
   return plan;
@@ -59,6 +61,8 @@ TEST(StepCodec, ResultRoundTripsThroughBytes) {
        .prompt_details = {{.logprob = 0.0f}, {.logprob = -3.5f, .rank = 17}}});
   result.outputs.push_back({.id = 2, .token = 2});
   result.outputs.push_back({.id = 3, .non_finite_logits = true});
+  result.timings = {.decode_us = 1, .wait_us = 2, .prepare_us = 3, .forward_us = 40000,
+                    .sample_us = 500, .encode_us = 6};
   worker::StepResult parsed;
   ASSERT_TRUE(parsed.ParseFromString(ToProto(result).SerializeAsString()));
   auto back = FromProto(parsed);

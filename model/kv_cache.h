@@ -17,17 +17,14 @@ struct KvCacheOptions {
   int64_t block_size = 16;  // Token positions per block.
 };
 
-// What a rank's pool is sized for: `budget_bytes` of keys and values when
-// given (KV_CACHE_MEMORY), else `max_batch_size` sequences of
-// `max_sequence_length` tokens within kDefaultKvBudgetBytes; always at least
-// one full-length sequence. The worker that owns the pool
-// sizes it (it knows its dtype, device and kv heads); the scheduler learns
-// the count from EngineInfo.
+// What a rank's pool is sized for: `budget_bytes` of keys and values
+// (KV_CACHE_MEMORY; 0: kDefaultKvBudgetBytes), but always at least one
+// sequence of `max_sequence_length`. The worker that owns the pool sizes it
+// (it knows its dtype, device and kv heads); the scheduler learns the count
+// from EngineInfo, and the front end derives MAX_BATCH_SIZE's default from
+// it. On the CPU the pool's pages are committed as they are first written.
 struct KvPoolBudget {
   int64_t max_sequence_length = 0;
-  int64_t max_batch_size = 1;
-  // Bytes of keys and values; 0: room for max_batch_size sequences of
-  // max_sequence_length, at most kDefaultKvBudgetBytes.
   int64_t budget_bytes = 0;
   int64_t block_size = 16;
 };

@@ -1,5 +1,6 @@
 #include "model/llama_engine.h"
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -108,7 +109,7 @@ LlamaEngine::Sequence& LlamaEngine::Known(SequenceId id) {
   return it->second;
 }
 
-absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
+absl::StatusOr<ForwardBatch> LlamaEngine::Apply(const StepPlan& plan) {
   // Forgetting comes first and always (PlanChecker does the same); then a
   // plan that adds what this worker cannot run is refused as a whole, before
   // any of it is applied. Past that, a contradiction is a bug: a crash.
@@ -137,11 +138,11 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
                                .all_logits = c.prompt_details,
                                .adapter = seq.adapter.get()});
   }
-  StepResult result{.step = plan.step};
-  if (plan.chunks.empty()) return result;
-  at::Tensor logits = model_->Forward(batch, cache_);  // [rows, vocab]
-  if (!logits.defined()) return result;  // Not rank 0: rank 0 samples.
-  logits = logits.cpu();
+  return batch;
+}
+
+void LlamaEngine::Sample(const StepPlan& plan, const ForwardBatch& batch,
+                         const at::Tensor& logits, StepResult& result) {
   std::vector<int64_t> sample_rows;
   std::vector<SamplingInput> inputs;
   int64_t row = 0;
@@ -158,7 +159,7 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
                       std::span<const int32_t>(seq.spec.prompt).subspan(VirtualTokens(seq)),
                       seq.generated});
   }
-  if (inputs.empty()) return result;
+  if (inputs.empty()) return;
   // rows [B, vocab] fp32. A row with NaN or infinity would sample garbage (or
   // make multinomial throw for the whole step): it is zeroed and flagged.
   at::Tensor rows = logits.index_select(0, at::tensor(sample_rows, at::kLong));
@@ -180,6 +181,27 @@ absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
     seq.prompt_details.clear();
     ++k;
   }
+}
+
+absl::StatusOr<StepResult> LlamaEngine::Run(const StepPlan& plan) {
+  using Clock = std::chrono::steady_clock;
+  auto micros = [](Clock::duration d) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+  };
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<ForwardBatch> batch = Apply(plan);
+  if (!batch.ok()) return batch.status();
+  StepResult result{.step = plan.step};
+  if (plan.chunks.empty()) return result;
+  const Clock::time_point prepared = Clock::now();
+  at::Tensor logits = model_->Forward(*batch, cache_);  // [rows, vocab]
+  if (!logits.defined()) return result;  // Not rank 0: rank 0 samples.
+  logits = logits.cpu();
+  const Clock::time_point forwarded = Clock::now();
+  Sample(plan, *batch, logits, result);
+  result.timings.prepare_us = micros(prepared - start);
+  result.timings.forward_us = micros(forwarded - prepared);
+  result.timings.sample_us = micros(Clock::now() - forwarded);
   return result;
 }
 

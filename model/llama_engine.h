@@ -43,6 +43,11 @@ class LlamaEngine : public Engine {
   };
 
   absl::StatusOr<StepResult> Run(const StepPlan& plan);
+  // Forgets, checks and records the plan; the batch to run.
+  absl::StatusOr<ForwardBatch> Apply(const StepPlan& plan);
+  // Samples rank 0's `logits` [rows, vocab] into result.outputs.
+  void Sample(const StepPlan& plan, const ForwardBatch& batch, const at::Tensor& logits,
+              StepResult& result);
   // The adapters of `plan`'s new sequences, by id; fails naming one this
   // worker has not loaded (nothing of the plan applied yet).
   absl::StatusOr<std::map<std::string, std::shared_ptr<const Adapter>>> PlanAdapters(

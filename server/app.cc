@@ -161,7 +161,8 @@ int RunServer(const ServerConfig& config) {
                           {"http_port", (*http)->port()},
                           {"max_sequence_length", (*backend)->options.limits.max_sequence_length},
                           {"max_new_tokens", (*backend)->options.limits.max_new_tokens},
-                          {"kv_blocks", (*backend)->kv_blocks}}
+                          {"kv_blocks", (*backend)->kv_blocks},
+                          {"max_batch_size", (*backend)->max_batch_size}}
                .dump());
   int signal = 0;
   std::atomic<bool> draining{false};

@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Backend>> StartWorkers(const ServerConfig& config
        .num_shard = static_cast<int>(config.num_shard), .socket_dir = backend->socket_dir,
        .socket_prefix = config.shard_uds_path,
        .dtype = config.dtype_str.empty() ? "float32" : config.dtype_str,
-       .max_sequence_length = max_seq, .max_batch_size = config.max_batch_size,
+       .max_sequence_length = max_seq,
        .kv_budget_bytes = static_cast<int64_t>(config.kv_cache_memory),
        .block_size = kBlockSize,
        .master_addr = config.master_addr, .master_port = static_cast<int>(config.master_port)});
@@ -61,12 +61,15 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
   b.engine = *std::move(engine);
   const EngineInfo info = b.engine->Info();
   b.kv_blocks = info.num_blocks;  // The workers size their own pools.
+  const uint32_t max_seq = b.options.limits.max_sequence_length;
+  b.max_batch_size = config.max_batch_size > 0
+                         ? config.max_batch_size
+                         : DeriveMaxBatchSize(info.num_blocks * info.block_size, max_seq);
   if (!info.non_finite_weights.empty()) {
     LogEvent(LogLevel::kWarn, "model weights hold NaN or infinite values",
              nlohmann::json{{"model", config.model_name},
                             {"tensors", info.non_finite_weights}}.dump());
   }
-  const uint32_t max_seq = b.options.limits.max_sequence_length;
   b.metrics = std::make_unique<ServerMetrics>(
       MetricsLimits{.max_sequence_length = max_seq,
                     .max_new_tokens = b.options.limits.max_new_tokens,
@@ -78,8 +81,9 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
     eos.push_back(tokenizer_eos);
   }
   b.batcher = std::make_unique<Batcher>(
-      b.engine.get(), SchedulerConfig{.max_batch_size = config.max_batch_size,
-                                      .max_tokens_per_step = 512,
+      b.engine.get(), SchedulerConfig{.max_batch_size = b.max_batch_size,
+                                      .max_tokens_per_step = config.max_num_batched_tokens,
+                                      .mixed_step_ratio = config.mixed_step_ratio,
                                       .max_waiting_tokens = config.max_waiting_tokens,
                                       .num_blocks = info.num_blocks,
                                       .block_size = info.block_size,
@@ -92,7 +96,7 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
                        .add_special_tokens = config.add_special_tokens,
                        .metrics = b.metrics.get()};
   b.options.max_concurrent_requests = config.max_concurrent_requests;
-  b.options.max_batch_size = config.max_batch_size;
+  b.options.max_batch_size = b.max_batch_size;
   if (!config.adapter_cache.empty()) {
     b.adapters = std::make_unique<AdapterStore>(
         AdapterStoreOptions{

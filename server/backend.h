@@ -44,6 +44,7 @@ struct Backend {
   std::unique_ptr<Batcher> batcher;
   GenerationServiceOptions options;
   int64_t kv_blocks = 0;  // As the workers sized their pools (EngineInfo).
+  uint32_t max_batch_size = 0;  // MAX_BATCH_SIZE, or derived from kv_blocks.
 
   ~Backend() {
     batcher.reset();  // Stops stepping before the workers go.

@@ -52,6 +52,17 @@ Setter Bytes(uint64_t ServerConfig::*field, uint64_t min) {
   };
 }
 
+Setter Ratio(double ServerConfig::*field) {
+  return [=](const std::string& value, ServerConfig* config) {
+    double parsed = 0;
+    if (!absl::SimpleAtod(value, &parsed) || !(parsed >= 0) || parsed > 1000) {
+      return BadValue(value, "a number in [0, 1000]");
+    }
+    config->*field = parsed;
+    return absl::OkStatus();
+  };
+}
+
 Setter Bool(bool ServerConfig::*field) {
   return [=](const std::string& value, ServerConfig* config) {
     const std::string lower = absl::AsciiStrToLower(value);
@@ -99,6 +110,15 @@ Setter MaxSequenceLength() {
 
 constexpr uint32_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 
+}  // namespace
+
+uint32_t DeriveMaxBatchSize(int64_t pool_tokens, uint32_t max_sequence_length) {
+  const int64_t fits = pool_tokens / std::max<int64_t>(max_sequence_length, 1);
+  return static_cast<uint32_t>(std::clamp<int64_t>(fits, 1, kMaxDerivedBatchSize));
+}
+
+namespace {
+
 const std::vector<Option>& Options() {
   static const auto* options = new std::vector<Option>{
       {"model-name", "MODEL_NAME", "Hugging Face model directory", false,
@@ -109,7 +129,8 @@ const std::vector<Option>& Options() {
       {"max-new-tokens", "MAX_NEW_TOKENS", "per-request cap [default: 1024]",
        false, Uint(&ServerConfig::max_new_tokens, 1, kMaxU32)},
       {"max-batch-size", "MAX_BATCH_SIZE",
-       "sequences in the running batch [default: 12]", false,
+       "sequences in the running batch [default: as many of MAX_SEQUENCE_LENGTH as the "
+       "KV cache holds, 1 to 256]", false,
        Uint(&ServerConfig::max_batch_size, 1, kMaxU32)},
       {"max-concurrent-requests", "MAX_CONCURRENT_REQUESTS",
        "admitted inputs before RESOURCE_EXHAUSTED [default: 512]", false,
@@ -153,6 +174,14 @@ const std::vector<Option>& Options() {
       {"default-include-stop-seqs", "DEFAULT_INCLUDE_STOP_SEQS",
        "default of include_stop_sequence [default: true]", true,
        Bool(&ServerConfig::default_include_stop_seqs)},
+      {"max-num-batched-tokens", "MAX_NUM_BATCHED_TOKENS",
+       "tokens per engine step, prompt chunks and decodes (vLLM's flag) [default: 512]",
+       false, Uint(&ServerConfig::max_num_batched_tokens, 1, kMaxU32)},
+      {"mixed-step-ratio", "MIXED_STEP_RATIO",
+       "while streams decode, a step with prompt tokens costs at most this many decode "
+       "steps, learned from step times; 0 or 1: prompts take MAX_NUM_BATCHED_TOKENS "
+       "[default: 2]",
+       false, Ratio(&ServerConfig::mixed_step_ratio)},
       {"kv-cache-memory", "KV_CACHE_MEMORY",
        "bytes of KV cache per worker (vLLM's kv_cache_memory_bytes) [default: room for "
        "MAX_BATCH_SIZE sequences of MAX_SEQUENCE_LENGTH, at most 4 GiB]",

@@ -15,6 +15,11 @@
 
 namespace fms {
 
+inline constexpr uint32_t kMaxDerivedBatchSize = 256;  // vLLM's max_num_seqs default.
+
+// MAX_BATCH_SIZE's default: full-length sequences the pool holds, 1 to 256.
+uint32_t DeriveMaxBatchSize(int64_t pool_tokens, uint32_t max_sequence_length);
+
 struct ServerConfig {
   // MODEL_NAME: a Hugging Face model directory (nothing is downloaded).
   std::string model_name;
@@ -23,8 +28,10 @@ struct ServerConfig {
   std::optional<uint32_t> max_sequence_length;
   // MAX_NEW_TOKENS: per-request cap, clamped to max_sequence_length - 1.
   uint32_t max_new_tokens = 1024;
-  // MAX_BATCH_SIZE: most sequences in the running batch.
-  uint32_t max_batch_size = 12;
+  // MAX_BATCH_SIZE: most sequences in the running batch. 0 (unset): as many
+  // sequences of max_sequence_length as the workers' KV pools hold, from 1 to
+  // kMaxDerivedBatchSize (TGIS's fixed default was 12).
+  uint32_t max_batch_size = 0;
   // MAX_CONCURRENT_REQUESTS: admitted inputs (not RPCs); beyond, RESOURCE_EXHAUSTED.
   uint32_t max_concurrent_requests = 512;
   // MAX_WAITING_TOKENS: decode steps after which a waiting request is admitted.
@@ -58,6 +65,13 @@ struct ServerConfig {
   bool add_special_tokens = true;
   // DEFAULT_INCLUDE_STOP_SEQS: default of include_stop_sequence.
   bool default_include_stop_seqs = true;
+  // MAX_NUM_BATCHED_TOKENS (vLLM's --max-num-batched-tokens): tokens per
+  // engine step, decodes and prompt chunks together.
+  uint32_t max_num_batched_tokens = 512;
+  // MIXED_STEP_RATIO: while streams decode, prompt chunks are cut so that a
+  // step costs at most this many decode-only steps (batching/step_cost.h);
+  // 0 or 1: no such cut.
+  double mixed_step_ratio = 2;
   // KV_CACHE_MEMORY (vLLM's kv_cache_memory_bytes): each worker's KV pool,
   // in bytes, all of it allocated at start. 0: room for max_batch_size
   // sequences of max_sequence_length tokens, at most 4 GiB.

@@ -25,7 +25,11 @@ TEST(ServerConfig, DefaultsAreTgisDefaults) {
   EXPECT_EQ(config.grpc_port, 8033u);
   EXPECT_EQ(config.port, 3000u);
   EXPECT_EQ(config.max_new_tokens, 1024u);
-  EXPECT_EQ(config.max_batch_size, 12u);
+  EXPECT_EQ(config.max_batch_size, 0u);  // Derived from the KV pool (TGIS: 12).
+  EXPECT_TRUE(config.enable_prefix_caching);
+  EXPECT_EQ(config.max_num_batched_tokens, 512u);
+  EXPECT_EQ(config.mixed_step_ratio, 2.0);
+  EXPECT_EQ(config.kv_cache_memory, 0u);
   EXPECT_EQ(config.max_concurrent_requests, 512u);
   EXPECT_EQ(config.max_waiting_tokens, 24u);
   EXPECT_EQ(config.num_shard, 1u);
@@ -36,6 +40,13 @@ TEST(ServerConfig, DefaultsAreTgisDefaults) {
   EXPECT_TRUE(config.default_include_stop_seqs);
   EXPECT_FALSE(config.output_special_tokens);
   EXPECT_FALSE(parsed->help);
+}
+
+TEST(ServerConfig, TheDefaultBatchIsWhatThePoolHolds) {
+  EXPECT_EQ(DeriveMaxBatchSize(11650 * 16, 8192), 22u);  // SmolLM2 bf16 in 4 GiB.
+  EXPECT_EQ(DeriveMaxBatchSize(11650 * 16, 2048), 91u);
+  EXPECT_EQ(DeriveMaxBatchSize(4096, 8192), 1u);          // Never 0.
+  EXPECT_EQ(DeriveMaxBatchSize(int64_t{1} << 40, 512), 256u);
 }
 
 TEST(ServerConfig, FlagWinsOverEnvironmentWhichWinsOverDefault) {

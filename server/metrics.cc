@@ -84,6 +84,11 @@ ServerMetrics::ServerMetrics(const MetricsLimits& limits)
   queue_size_ = &Gauge("tgi_queue_size", "Inputs waiting");
   batch_current_size_ = &Gauge("tgi_batch_current_size", "Sequences in the running batch");
   kv_free_blocks_ = &Gauge("fms_kv_cache_free_blocks", "Free KV cache blocks");
+  step_phases_ = &prometheus::BuildHistogram()
+                      .Name("fms_step_phase_seconds")
+                      .Help("Where an engine step's time goes: rank 0's decode, wait, prepare, "
+                            "forward, sample and encode; rpc is the rest of the step")
+                      .Register(*registry_);
   preemptions_ = &prometheus::BuildCounter()
                       .Name("fms_preemptions_total")
                       .Help("Sequences preempted for KV cache room (recomputed later)")
@@ -111,6 +116,18 @@ void ServerMetrics::OnStep(const StepStats& s) {
   batch_duration_->Observe(s.step_seconds);
   batch_size_->Observe(static_cast<double>(s.batch_size));
   preemptions_->Increment(static_cast<double>(s.preemptions));
+  const StepTimings& w = s.worker;
+  const std::pair<const char*, int64_t> phases[] = {
+      {"decode", w.decode_us},   {"wait", w.wait_us},     {"prepare", w.prepare_us},
+      {"forward", w.forward_us}, {"sample", w.sample_us}, {"encode", w.encode_us}};
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries(PowersOfTwo(1e-5, 11));
+  double worker_seconds = 0;
+  for (const auto& [phase, micros] : phases) {
+    step_phases_->Add({{"phase", phase}}, *buckets).Observe(1e-6 * static_cast<double>(micros));
+    worker_seconds += 1e-6 * static_cast<double>(micros);
+  }
+  step_phases_->Add({{"phase", "rpc"}}, *buckets)
+      .Observe(std::max(s.step_seconds - worker_seconds, 0.0));
   prefix_queries_->Increment(static_cast<double>(s.prefix_queries));
   prefix_hits_->Increment(static_cast<double>(s.prefix_hits));
 }

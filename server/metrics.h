@@ -82,6 +82,7 @@ class ServerMetrics : public BatcherMetrics {
   prometheus::Gauge* batch_current_size_;
   prometheus::Gauge* kv_free_blocks_;
   prometheus::Counter* preemptions_;
+  prometheus::Family<prometheus::Histogram>* step_phases_;
   prometheus::Counter* prefix_queries_;
   prometheus::Counter* prefix_hits_;
   prometheus::Gauge* prefix_cached_blocks_;

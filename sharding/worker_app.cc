@@ -33,7 +33,6 @@ absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv) {
     else if (flag == "--world-size") ok = absl::SimpleAtoi(value, &o.world_size);
     else if (flag == "--threads") ok = absl::SimpleAtoi(value, &o.threads);
     else if (flag == "--max-sequence-length") ok = absl::SimpleAtoi(value, &o.max_sequence_length);
-    else if (flag == "--max-batch-size") ok = absl::SimpleAtoi(value, &o.max_batch_size);
     else if (flag == "--kv-budget-bytes") ok = absl::SimpleAtoi(value, &o.kv_budget_bytes);
     else if (flag == "--block-size") ok = absl::SimpleAtoi(value, &o.block_size);
     else return absl::InvalidArgumentError(absl::StrCat("unknown flag ", flag));
@@ -98,7 +97,6 @@ int RunWorker(const WorkerOptions& options) {
   const int64_t blocks = KvPoolBlocks(
       {.max_sequence_length = options.max_sequence_length > 0 ? options.max_sequence_length
                                                                : config.max_position_embeddings,
-       .max_batch_size = options.max_batch_size,
        .budget_bytes = options.kv_budget_bytes,
        .block_size = options.block_size},
       config.num_layers, (*model)->layout().kv_heads, config.head_dim,

@@ -19,10 +19,9 @@ struct WorkerOptions {
   int threads = 0;          // Intra-op threads; 0 means all cores.
   std::string dtype = "float32";
   // The KV pool, sized here (model/kv_cache.h KvPoolBlocks): kv_budget_bytes
-  // of it; 0: room for max_batch_size sequences of max_sequence_length
-  // tokens (0: the model's max_position_embeddings), at most 4 GiB.
+  // of it (0: 4 GiB), and room for one sequence of max_sequence_length tokens
+  // at least (0: the model's max_position_embeddings).
   int64_t max_sequence_length = 0;
-  int64_t max_batch_size = 16;
   int64_t kv_budget_bytes = 0;
   int64_t block_size = 16;
   // Tensor-parallel rendezvous (world_size > 1): rank 0 serves the TCPStore.

@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
         "--rank", absl::StrCat(rank), "--world-size", absl::StrCat(options.num_shard),
         "--threads", absl::StrCat(threads), "--dtype", options.dtype,
         "--max-sequence-length", absl::StrCat(options.max_sequence_length),
-        "--max-batch-size", absl::StrCat(options.max_batch_size), "--block-size",
+        "--block-size",
         absl::StrCat(options.block_size), "--master-addr", options.master_addr,
         "--master-port", absl::StrCat(options.master_port), "--kv-budget-bytes",
         absl::StrCat(options.kv_budget_bytes)};

@@ -30,7 +30,6 @@ struct WorkerGroupOptions {
   std::string dtype = "float32";
   // What each worker sizes its KV pool for (sharding/worker_app.h).
   int64_t max_sequence_length = 0;  // 0: the model's max_position_embeddings.
-  int64_t max_batch_size = 16;
   int64_t kv_budget_bytes = 0;  // KV_CACHE_MEMORY; 0: the worker's default.
   int64_t block_size = 16;
   // MASTER_ADDR / MASTER_PORT: the ranks' rendezvous (NUM_SHARD > 1).

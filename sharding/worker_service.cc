@@ -1,5 +1,7 @@
 #include "sharding/worker_service.h"
 
+#include <chrono>
+
 #include "batching/step_codec.h"
 
 namespace fms {
@@ -32,12 +34,26 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const worker::InfoRequest
 
 grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* request,
                                  worker::StepResult* response) {
+  using Clock = std::chrono::steady_clock;
+  auto micros = [](Clock::duration d) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+  };
+  const Clock::time_point received = Clock::now();
   auto plan = FromProto(*request);
   if (!plan.ok()) return ToGrpc(plan.status());
+  const Clock::time_point decoded = Clock::now();
   absl::StatusOr<StepResult> result;
-  compute_.Run([&] { result = engine_->Step(*plan); });
+  Clock::time_point started;
+  compute_.Run([&] {
+    started = Clock::now();
+    result = engine_->Step(*plan);
+  });
   if (!result.ok()) return ToGrpc(result.status());
+  result->timings.decode_us = micros(decoded - received);
+  result->timings.wait_us = micros(started - decoded);
+  const Clock::time_point encoding = Clock::now();
   *response = ToProto(*result);
+  response->mutable_timings()->set_encode_us(micros(Clock::now() - encoding));
   return grpc::Status::OK;
 }
 

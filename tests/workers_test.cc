@@ -22,7 +22,10 @@
 namespace fms {
 namespace {
 
-constexpr int64_t kBlocks = 40;  // The worker sizes its pool: 4 sequences of 40 / 4 blocks.
+// The worker sizes its pool from KV_CACHE_MEMORY's bytes: gqa2 (2 layers, 2
+// kv heads of 16, fp32) holds keys and values of a 4-position block in 1 KiB.
+constexpr int64_t kBlocks = 40;
+constexpr int64_t kBlockBytes = 2 * 2 * 2 * 16 * 4 * 4;
 
 std::string Model(const char* variant) {
   const char* root = std::getenv("FMS_TEST_MODELS");
@@ -49,7 +52,7 @@ std::unique_ptr<WorkerGroup> StartGroup(const std::string& model, const std::str
   EXPECT_TRUE(binary.ok()) << binary.status();
   auto group = WorkerGroup::Start({.worker_binary = *binary, .model = model, .num_shard = 1,
                                    .socket_dir = dir, .max_sequence_length = 40,
-                                   .max_batch_size = 4, .block_size = 4});
+                                   .kv_budget_bytes = kBlocks * kBlockBytes, .block_size = 4});
   EXPECT_TRUE(group.ok()) << group.status();
   return group.ok() ? *std::move(group) : nullptr;
 }
