@@ -133,6 +133,22 @@ def test_loadgen_closed_loop_records_every_token(server, tmp_path):
     assert summary["itl_ms_p50"] <= summary["itl_ms_p99"]
 
 
+def test_loadgen_unique_prompts_get_no_prefix_cache_hits(server, tmp_path):
+    def hits():
+        with urllib.request.urlopen(server["http"] + "/metrics", timeout=5) as r:
+            return metric(r.read().decode(), "fms_prefix_cache_hits_total")
+    counts = {}
+    for unique in (True, False):
+        before = hits()
+        loadgen("run", "--config", "deploy/ghz/bench_fixed.json", "--host", server["grpc"],
+                "-c", 2, "-n", 4, "--warmup", 1, "--quiet",
+                *(["--unique-prompts"] if unique else []))
+        counts[unique] = hits() - before
+    # The fixed shape's one prompt is a cache hit after its first call, unless each
+    # request is made unique at its start.
+    assert counts[True] == 0 and counts[False] > 0, counts
+
+
 def test_loadgen_exact_tokens_open_loop_and_plot(server, tmp_path):
     """--exact-tokens makes the server generate each request's max_new_tokens (stop
     sequences dropped, min_new_tokens raised); the open loop sends at a Poisson rate."""

@@ -52,7 +52,7 @@ def run_loads(target, label, args, extra):
         requests = workload.stream_requests(config, exact_tokens=True)
         records, wall = asyncio.run(loadgen.run_load(
             target, requests, kw["n"], concurrency=kw.get("concurrency"),
-            rate=kw.get("rate"), warmup=2, seed=args.seed))
+            rate=kw.get("rate"), warmup=2, seed=args.seed, unique_prompts=args.unique_prompts))
         summary = report.summarize(records, wall)
         print(f"{label} {name}: {json.dumps({k: summary[k] for k in FIGURES})}",
               file=sys.stderr)
@@ -164,6 +164,9 @@ def parse_args(argv):
     parser.add_argument("--target", help="HOST:PORT of a running server: load it only")
     parser.add_argument("--label", default="target", help="its name in the reports")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unique-prompts", action="store_true",
+                        help="no two requests share a prompt prefix (prefix caching off the "
+                             "table: the fixed shape's identical prompts are otherwise cache hits)")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild table and plots from the results in --out")
     parser.add_argument("--out", type=pathlib.Path, help="results folder")

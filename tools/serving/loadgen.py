@@ -54,22 +54,36 @@ async def one_stream(stub, request, timeout_s):
     return record
 
 
+def unique(request, i):
+    """`request` with a line naming it first: no block of its prompt can be a prefix-cache
+    hit, so a fixed prompt measures prefill on every call (fms-serve caches by default, as
+    vLLM V1 does)."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.request.text = f"Request {i}.\n{copy.request.text}"
+    return copy
+
+
 async def run_load(target, requests, n, concurrency=None, rate=None, warmup=0,
-                   timeout_s=600.0, seed=0, progress=True):
+                   timeout_s=600.0, seed=0, progress=True, unique_prompts=False):
     """Returns (records, wall seconds). Exactly one of concurrency and rate is set."""
     pb, pb_grpc = stubs.load()[:2]
     options = [("grpc.max_receive_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = pb_grpc.GenerationServiceStub(channel)
+        def request(i):
+            r = requests[i % len(requests)]
+            return unique(r, i) if unique_prompts else r
+
         for i in range(warmup):
-            await one_stream(stub, requests[i % len(requests)], timeout_s)
+            await one_stream(stub, request(n + i), timeout_s)
         records = [None] * n
         bar = tqdm(total=n, unit="req", disable=not progress, mininterval=1.0,
                    file=sys.stderr, desc=f"{target} " +
                    (f"c={concurrency}" if concurrency else f"rate={rate}/s"))
 
         async def send(i):
-            records[i] = await one_stream(stub, requests[i % len(requests)], timeout_s)
+            records[i] = await one_stream(stub, request(i), timeout_s)
             bar.update(1)
 
         start = time.perf_counter()
@@ -105,10 +119,12 @@ def run_main(args):
     concurrency = None if args.rate else (args.concurrency or int(config.get("concurrency", 1)))
     records, wall = asyncio.run(run_load(
         target, requests, n, concurrency=concurrency, rate=args.rate, warmup=args.warmup,
-        timeout_s=args.timeout, seed=args.seed, progress=not args.quiet))
+        timeout_s=args.timeout, seed=args.seed, progress=not args.quiet,
+        unique_prompts=args.unique_prompts))
     result = {"label": args.label or target, "target": target, "config": args.config,
               "call": "GenerateStream", "concurrency": concurrency, "rate": args.rate,
               "exact_tokens": args.exact_tokens, "greedy": args.greedy,
+              "unique_prompts": args.unique_prompts,
               "summary": report.summarize(records, wall), "records": records}
     text = json.dumps(result, indent=1)
     if args.out:
@@ -132,6 +148,8 @@ def main(argv=None):
     run.add_argument("--exact-tokens", action="store_true",
                      help="min_new_tokens = max_new_tokens, no stop sequences")
     run.add_argument("--greedy", action="store_true", help="greedy decoding for every request")
+    run.add_argument("--unique-prompts", action="store_true",
+                     help="a line naming each request before its text: no prefix-cache hits")
     run.add_argument("--timeout", type=float, default=600.0, help="deadline of each call (s)")
     run.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
     run.add_argument("--label", help="name of the server in reports and plots")
