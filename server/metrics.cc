@@ -84,11 +84,15 @@ ServerMetrics::ServerMetrics(const MetricsLimits& limits)
   queue_size_ = &Gauge("tgi_queue_size", "Inputs waiting");
   batch_current_size_ = &Gauge("tgi_batch_current_size", "Sequences in the running batch");
   kv_free_blocks_ = &Gauge("fms_kv_cache_free_blocks", "Free KV cache blocks");
-  step_phases_ = &prometheus::BuildHistogram()
-                      .Name("fms_step_phase_seconds")
-                      .Help("Where an engine step's time goes: rank 0's decode, wait, prepare, "
-                            "forward, sample and encode; rpc is the rest of the step")
-                      .Register(*registry_);
+  auto& phases = prometheus::BuildHistogram()
+                     .Name("fms_step_phase_seconds")
+                     .Help("Where an engine step's time goes: rank 0's decode, wait, prepare, "
+                           "forward, sample and encode; rpc is the rest of the step")
+                     .Register(*registry_);
+  const char* phase_names[] = {"decode", "wait", "prepare", "forward", "sample", "encode", "rpc"};
+  for (size_t i = 0; i < step_phases_.size(); ++i) {
+    step_phases_[i] = &phases.Add({{"phase", phase_names[i]}}, PowersOfTwo(1e-5, 11));
+  }
   preemptions_ = &prometheus::BuildCounter()
                       .Name("fms_preemptions_total")
                       .Help("Sequences preempted for KV cache room (recomputed later)")
@@ -117,17 +121,14 @@ void ServerMetrics::OnStep(const StepStats& s) {
   batch_size_->Observe(static_cast<double>(s.batch_size));
   preemptions_->Increment(static_cast<double>(s.preemptions));
   const StepTimings& w = s.worker;
-  const std::pair<const char*, int64_t> phases[] = {
-      {"decode", w.decode_us},   {"wait", w.wait_us},     {"prepare", w.prepare_us},
-      {"forward", w.forward_us}, {"sample", w.sample_us}, {"encode", w.encode_us}};
-  static const auto* buckets = new prometheus::Histogram::BucketBoundaries(PowersOfTwo(1e-5, 11));
+  const int64_t micros[] = {w.decode_us,  w.wait_us,   w.prepare_us,
+                            w.forward_us, w.sample_us, w.encode_us};
   double worker_seconds = 0;
-  for (const auto& [phase, micros] : phases) {
-    step_phases_->Add({{"phase", phase}}, *buckets).Observe(1e-6 * static_cast<double>(micros));
-    worker_seconds += 1e-6 * static_cast<double>(micros);
+  for (size_t i = 0; i < std::size(micros); ++i) {
+    step_phases_[i]->Observe(1e-6 * static_cast<double>(micros[i]));
+    worker_seconds += 1e-6 * static_cast<double>(micros[i]);
   }
-  step_phases_->Add({{"phase", "rpc"}}, *buckets)
-      .Observe(std::max(s.step_seconds - worker_seconds, 0.0));
+  step_phases_.back()->Observe(std::max(s.step_seconds - worker_seconds, 0.0));
   prefix_queries_->Increment(static_cast<double>(s.prefix_queries));
   prefix_hits_->Increment(static_cast<double>(s.prefix_hits));
 }

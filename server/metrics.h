@@ -11,6 +11,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,7 +83,9 @@ class ServerMetrics : public BatcherMetrics {
   prometheus::Gauge* batch_current_size_;
   prometheus::Gauge* kv_free_blocks_;
   prometheus::Counter* preemptions_;
-  prometheus::Family<prometheus::Histogram>* step_phases_;
+  // fms_step_phase_seconds by phase, resolved once: decode, wait, prepare,
+  // forward, sample, encode (StepTimings' order), then rpc.
+  std::array<prometheus::Histogram*, 7> step_phases_;
   prometheus::Counter* prefix_queries_;
   prometheus::Counter* prefix_hits_;
   prometheus::Gauge* prefix_cached_blocks_;
