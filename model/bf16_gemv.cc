@@ -34,6 +34,9 @@ FMS_BF16_TARGET void Block(const c10::BFloat16* w, const c10::BFloat16* x,
     __m512bh xv[b];
     for (int t = 0; t < b; ++t) xv[t] = Load(x + t * cols + c, mask);
     for (int i = 0; i < n; ++i) {
+      // The next block's rows, one line each: a row is too short (1,152 bytes
+      // at SmolLM2's width) for the hardware prefetcher to ramp up on.
+      _mm_prefetch(reinterpret_cast<const char*>(w + (n + i) * cols + c), _MM_HINT_T0);
       const __m512bh wv = Load(w + i * cols + c, mask);
       for (int t = 0; t < b; ++t) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], wv, xv[t]);
     }

@@ -6,15 +6,17 @@
 #include <algorithm>
 
 #include "model/bf16_gemv.h"
+#include "model/fp32_gemv.h"
 
 namespace fms {
 namespace {
 
 constexpr int64_t kMaxSplitRows = 4;  // Above this BLAS threads well by itself.
 constexpr int64_t kRowAlign = 64;
-// Rows of x up to which the bf16 kernel beats oneDNN (measured: 1.3-1.5x at
-// 1 row, 1.1-1.3x at 2, even at 4; docs/benchmarks.md).
-constexpr int64_t kMaxBf16KernelRows = 2;
+// Rows of x up to which the bf16 kernel beats oneDNN (measured with its
+// prefetch, SmolLM2 decode steps: 1.2x at 4 rows, even at 8; before it, even
+// at 4; docs/benchmarks.md).
+constexpr int64_t kMaxBf16KernelRows = 4;
 
 at::Tensor Plain(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
@@ -31,19 +33,35 @@ bool UseBf16Gemv(const at::Tensor& x, const at::Tensor& w) {
          w.is_contiguous() && HasBf16DotProduct();
 }
 
-// x [T, in] bf16 -> [T, out] through the AVX512-BF16 kernel, each thread on
-// its slice of W's rows.
-at::Tensor Bf16Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+bool UseFp32Gemv(const at::Tensor& x, const at::Tensor& w) {
+  return x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         w.scalar_type() == at::kFloat && x.size(0) <= kMaxSplitRows && w.is_contiguous() &&
+         HasAvx512();
+}
+
+void Gemv(const c10::BFloat16* w, const c10::BFloat16* x, int64_t batch, c10::BFloat16* y,
+          int64_t y_stride, int64_t rows, int64_t cols) {
+  Bf16Gemv(w, x, batch, y, y_stride, rows, cols);
+}
+void Gemv(const float* w, const float* x, int64_t batch, float* y, int64_t y_stride,
+          int64_t rows, int64_t cols) {
+  Fp32Gemv(w, x, batch, y, y_stride, rows, cols);
+}
+
+// x [T, in] -> [T, out] through the AVX-512 kernel of E, each thread on its
+// slice of W's rows.
+template <typename E>
+at::Tensor KernelLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   const at::Tensor input = x.contiguous();
   const int64_t rows = x.size(0), out_features = w.size(0), in_features = w.size(1);
   at::Tensor out = at::empty({rows, out_features}, x.options());
-  const auto* weights = w.const_data_ptr<c10::BFloat16>();
-  const auto* in = input.const_data_ptr<c10::BFloat16>();
-  auto* result = out.mutable_data_ptr<c10::BFloat16>();
+  const E* weights = w.const_data_ptr<E>();
+  const E* in = input.const_data_ptr<E>();
+  E* result = out.mutable_data_ptr<E>();
   const int64_t grain = Grain(out_features, std::max<int64_t>(1, at::get_num_threads()));
   at::parallel_for(0, out_features, grain, [&](int64_t begin, int64_t end) {
-    Bf16Gemv(weights + begin * in_features, in, rows, result + begin, out_features,
-             end - begin, in_features);
+    Gemv(weights + begin * in_features, in, rows, result + begin, out_features, end - begin,
+         in_features);
   });
   return b.defined() ? out.add_(b) : out;
 }
@@ -51,7 +69,8 @@ at::Tensor Bf16Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor
 }  // namespace
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (UseBf16Gemv(x, w)) return Bf16Linear(x, w, b);
+  if (UseBf16Gemv(x, w)) return KernelLinear<c10::BFloat16>(x, w, b);
+  if (UseFp32Gemv(x, w)) return KernelLinear<float>(x, w, b);
   const int64_t threads = at::get_num_threads();
   const int64_t out_features = w.size(0);
   if (!x.device().is_cpu() || x.size(0) > kMaxSplitRows || threads < 2 ||

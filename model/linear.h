@@ -4,9 +4,11 @@
 // at::linear becomes runs on one thread (MKL sgemv: ~14 GB/s of the ~50 GB/s
 // two cores can read), so small-batch decode would be bound by one core's
 // bandwidth. For a few rows, Linear splits W's rows across the intra-op
-// threads instead; each thread multiplies its slice. In bf16 on CPUs with
-// AVX512-BF16 the slices go through model/bf16_gemv.h (oneDNN's bf16
-// matrix-vector path reads a fraction of the bandwidth).
+// threads instead; each thread multiplies its slice. The slices go through
+// model/bf16_gemv.h in bf16 on CPUs with AVX512-BF16 (oneDNN's bf16
+// matrix-vector path reads a fraction of the bandwidth) and through
+// model/fp32_gemv.h in fp32 on CPUs with AVX-512F; elsewhere through
+// at::linear per slice.
 
 #ifndef FMS_MODEL_LINEAR_H_
 #define FMS_MODEL_LINEAR_H_

@@ -121,6 +121,7 @@ at::Tensor LlamaModel::Logits(const at::Tensor& last) const {
 }
 
 at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
+  if (UsesDecodePath(batch)) return ForwardDecodes(batch, cache);
   const AttentionPlan plan = BuildAttentionPlan(batch, cache.block_size(), options_.device,
                                                 /*batch_decodes=*/!options_.eager_baseline);
   const auto [cos, sin] = rope_.CosSin(plan.positions);  // [T, head_dim] each

@@ -97,6 +97,13 @@ class LlamaModel {
   // last [R, hidden] -> fp32 logits [R, vocab] on rank 0, undefined elsewhere.
   at::Tensor Logits(const at::Tensor& last) const;
 
+  // True when `batch` runs through ForwardDecodes: one-token decodes only, on
+  // the CPU, in float or bfloat16, not the eager baseline.
+  bool UsesDecodePath(const ForwardBatch& batch) const;
+  // Forward for such a batch (llama_decode.cc): the same model with the
+  // elementwise steps as plain loops and attention reading the cache in place.
+  at::Tensor ForwardDecodes(const ForwardBatch& batch, KvCache& cache) const;
+
   // x [T, hidden] -> [T, hidden], layer `layer` with its LoRA deltas.
   at::Tensor Mlp(int64_t layer, const at::Tensor& x, const LoraBatch& lora) const;
   // x [T, hidden] -> [T, (heads + 2 * kv_heads) * head_dim]
