@@ -62,6 +62,39 @@ void Rows(const c10::BFloat16* w, const c10::BFloat16* x, c10::BFloat16* y,
   for (; r < rows; ++r) Block<1, b>(w + r * cols, x, y + r, y_stride, cols);
 }
 
+// Block<n, b> for b = 1..4 chosen at run time.
+template <int n>
+void BlockOf(const c10::BFloat16* w, const c10::BFloat16* x, int64_t b, c10::BFloat16* y,
+             int64_t y_stride, int64_t cols) {
+  switch (b) {
+    case 1: return Block<n, 1>(w, x, y, y_stride, cols);
+    case 2: return Block<n, 2>(w, x, y, y_stride, cols);
+    case 3: return Block<n, 3>(w, x, y, y_stride, cols);
+    default: return Block<n, 4>(w, x, y, y_stride, cols);
+  }
+}
+
+// More than 4 rows of x: each block of 4 weight rows meets every group of up
+// to 4 x rows while it is in L1, so W is read from memory once per call.
+void Wide(const c10::BFloat16* w, const c10::BFloat16* x, int64_t batch, c10::BFloat16* y,
+          int64_t y_stride, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r += 4) {
+    const bool full = r + 4 <= rows;
+    for (int64_t t = 0; t < batch; t += 4) {
+      const int64_t b = std::min<int64_t>(4, batch - t);
+      const c10::BFloat16* xs = x + t * cols;
+      c10::BFloat16* ys = y + t * y_stride;
+      if (full) {
+        BlockOf<4>(w + r * cols, xs, b, ys + r, y_stride, cols);
+        continue;
+      }
+      for (int64_t i = r; i < rows; ++i) {
+        BlockOf<1>(w + i * cols, xs, b, ys + i, y_stride, cols);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool HasBf16DotProduct() {
@@ -80,10 +113,7 @@ void Bf16Gemv(const c10::BFloat16* w, const c10::BFloat16* x, int64_t batch,
     case 3: return Rows<3>(w, x, y, y_stride, rows, cols);
     case 4: return Rows<4>(w, x, y, y_stride, rows, cols);
   }
-  for (int64_t t = 0; t < batch; t += 4) {  // Beyond 4 rows: 4 at a time.
-    const int64_t now = std::min<int64_t>(4, batch - t);
-    Bf16Gemv(w, x + t * cols, now, y + t * y_stride, y_stride, rows, cols);
-  }
+  Wide(w, x, batch, y, y_stride, rows, cols);
 }
 
 }  // namespace fms

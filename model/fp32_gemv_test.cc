@@ -33,7 +33,7 @@ TEST_F(Fp32GemvTest, MatchesExactProductsForEveryRowAndColumnTail) {
   at::manual_seed(0);
   for (int64_t cols : {1, 15, 16, 17, 176, 576}) {
     for (int64_t rows : {1, 7, 8, 9, 67}) {
-      for (int64_t batch : {1, 2, 3, 4, 6}) {
+      for (int64_t batch : {1, 2, 3, 4, 6, 13}) {
         const at::Tensor w = at::randn({rows, cols});   // [rows, cols]
         const at::Tensor x = at::randn({batch, cols});  // [batch, cols]
         // [batch, rows + 3]: the stride leaves 3 columns the kernel must not touch.
@@ -56,7 +56,7 @@ TEST_F(Fp32GemvTest, LinearUsesItForFewRowsOnAnyThreadCount) {
   const at::Tensor b = at::randn({300});       // [out]
   for (int threads : {1, 2}) {
     ConfigureTorchThreads({.intra_op_threads = threads});
-    for (int64_t t : {1, 4}) {
+    for (int64_t t : {1, 4, 16}) {
       const at::Tensor x = at::randn({t, 176});  // [t, in]
       const at::Tensor ours = Linear(x, w, b);    // [t, out]
       ASSERT_EQ(ours.sizes(), (std::vector<int64_t>{t, 300}));

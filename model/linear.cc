@@ -17,6 +17,12 @@ constexpr int64_t kRowAlign = 64;
 // prefetch, SmolLM2 decode steps: 1.2x at 4 rows, even at 8; before it, even
 // at 4; docs/benchmarks.md).
 constexpr int64_t kMaxBf16KernelRows = 4;
+// Rows of x up to which the fp32 kernel beats MKL's sgemm (SmolLM2 decode
+// steps, A B A B: 38 against 61-73 ms at 8 rows, 60-68 against 67-99 at 16).
+// Above 4 rows each block of W meets every row of x while it is in L1. The
+// bf16 kernel does too, but loses to oneDNN at 16 rows (52-55 against 42-44
+// ms) and only ties at 8.
+constexpr int64_t kMaxFp32KernelRows = 16;
 
 at::Tensor Plain(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
@@ -35,7 +41,8 @@ bool UseBf16Gemv(const at::Tensor& x, const at::Tensor& w) {
 
 bool UseFp32Gemv(const at::Tensor& x, const at::Tensor& w) {
   return x.device().is_cpu() && x.scalar_type() == at::kFloat &&
-         w.scalar_type() == at::kFloat && x.size(0) <= kMaxSplitRows && w.is_contiguous() &&
+         w.scalar_type() == at::kFloat && x.size(0) <= kMaxFp32KernelRows &&
+         w.is_contiguous() &&
          HasAvx512();
 }
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Model benchmark: fms-serve's LlamaModel against transformers on this CPU.
 
-For each config (110M: llama2.c "stories110M" shape; 1.1B: TinyLlama shape)
-it writes a random checkpoint once (cached), then in the same run measures:
+For each config (110M: llama2.c "stories110M" shape; 1.1B: TinyLlama shape;
+smollm2: SmolLM2-135M's shape, 30 layers of width 576, the served model) it
+writes a random checkpoint once (cached), then in the same run measures:
   * model_bench (C++): prefill and decode tokens/s at batch 1, 8, 32, fp32 and
     bf16, plus a STREAM-style read bandwidth and the decode roofline;
   * transformers LlamaForCausalLM on the same weights and threads: a forward
     for prefill, `generate` with its KV cache for decode.
 and prints a Markdown table with the ratios. Not a test: timings vary.
 
-  tools/bench_model.py [--configs 110m,1.1b] [--threads 2] [--out results.md]
+  tools/bench_model.py [--configs 110m,1.1b,smollm2] [--threads 2] [--out results.md]
+      [--model-bench PATH]   another build's model_bench (a same-run A/B)
 """
 
 import argparse
@@ -33,9 +35,13 @@ CONFIGS = {
     "1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                  num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
                  tie_word_embeddings=False),
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                    tie_word_embeddings=True),
 }
 # Shorter runs for the big model keep the whole benchmark near 15 minutes.
-RUNS = {"110m": dict(prompt=128, steps=16), "1.1b": dict(prompt=64, steps=8)}
+RUNS = {"110m": dict(prompt=128, steps=16), "1.1b": dict(prompt=64, steps=8),
+        "smollm2": dict(prompt=128, steps=16)}
 BATCHES = [1, 8, 16, 32]
 
 
@@ -56,8 +62,10 @@ def checkpoint(name):
     return path
 
 
-def run_ours(path, dtype, threads, run, batches=BATCHES, eager=False):
-    binary = ROOT / "bazel-bin" / "tools" / "model_bench"
+MODEL_BENCH = ROOT / "bazel-bin" / "tools" / "model_bench"
+
+
+def run_ours(path, dtype, threads, run, batches=BATCHES, eager=False, binary=MODEL_BENCH):
     cmd = [str(binary), "--model", str(path), "--dtype", dtype, "--threads", str(threads),
            "--batches", ",".join(map(str, batches)), "--prompt", str(run["prompt"]),
            "--steps", str(run["steps"]), "--eager_baseline", "1" if eager else "0"]
@@ -95,6 +103,8 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out")
+    parser.add_argument("--model-bench", default=str(MODEL_BENCH),
+                        help="the model_bench binary to measure (default: this build's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
@@ -108,8 +118,10 @@ def main():
     for name in args.configs.split(","):
         path = checkpoint(name)
         for dtype in args.dtypes.split(","):
-            info, ours = run_ours(path, dtype, args.threads, RUNS[name])
-            _, eager = run_ours(path, dtype, args.threads, RUNS[name], [16], eager=True)
+            info, ours = run_ours(path, dtype, args.threads, RUNS[name],
+                                  binary=args.model_bench)
+            _, eager = run_ours(path, dtype, args.threads, RUNS[name], [16], eager=True,
+                                binary=args.model_bench)
             hf = run_hf(path, getattr(torch, dtype), RUNS[name])
             roof = info["roofline_batch1_tokens_per_s"]
             notes.append(f"{name} {dtype}: read bandwidth {info['read_bandwidth_gb_s']:.1f} GB/s, "
