@@ -180,11 +180,11 @@ const std::vector<Option>& Options() {
       {"mixed-step-ratio", "MIXED_STEP_RATIO",
        "while streams decode, a step with prompt tokens costs at most this many decode "
        "steps, learned from step times; 0 or 1: prompts take MAX_NUM_BATCHED_TOKENS "
-       "[default: 2]",
+       "[default: 0]",
        false, Ratio(&ServerConfig::mixed_step_ratio)},
       {"kv-cache-memory", "KV_CACHE_MEMORY",
-       "bytes of KV cache per worker (vLLM's kv_cache_memory_bytes) [default: room for "
-       "MAX_BATCH_SIZE sequences of MAX_SEQUENCE_LENGTH, at most 4 GiB]",
+       "bytes of KV cache per worker (vLLM's kv_cache_memory_bytes), at least one "
+       "MAX_SEQUENCE_LENGTH sequence [default: 4 GiB]",
        false, Bytes(&ServerConfig::kv_cache_memory, 1)},
       {"enable-prefix-caching", "ENABLE_PREFIX_CACHING",
        "reuse the KV cache of prompt prefixes computed before (vLLM's flag) [default: true]",

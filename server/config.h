@@ -70,11 +70,14 @@ struct ServerConfig {
   uint32_t max_num_batched_tokens = 512;
   // MIXED_STEP_RATIO: while streams decode, prompt chunks are cut so that a
   // step costs at most this many decode-only steps (batching/step_cost.h);
-  // 0 or 1: no such cut.
-  double mixed_step_ratio = 2;
+  // 0 or 1 (the default, as in TGIS and vLLM): no such cut. Off by default
+  // since the cut halved throughput under load with distinct prompts
+  // (docs/benchmarks.md, "MIXED_STEP_RATIO under load").
+  double mixed_step_ratio = 0;
   // KV_CACHE_MEMORY (vLLM's kv_cache_memory_bytes): each worker's KV pool,
-  // in bytes, all of it allocated at start. 0: room for max_batch_size
-  // sequences of max_sequence_length tokens, at most 4 GiB.
+  // in bytes; the worker sizes its pool from it (model/kv_cache.h). 0: 4 GiB.
+  // Never less than one sequence of max_sequence_length; on the CPU its pages
+  // are committed as the cache fills, not at start.
   uint64_t kv_cache_memory = 0;
   // ENABLE_PREFIX_CACHING (vLLM's --enable-prefix-caching, on by default as
   // in vLLM V1; TGIS has none): full KV blocks of earlier prompts (same
