@@ -60,4 +60,14 @@ int CpuBudget(const std::string& cgroup_root) {
   return std::max(1, cores);
 }
 
+int WorkerThreads(int cpu_budget, int num_shard, const char* omp_num_threads) {
+  int chosen = 0;
+  if (omp_num_threads != nullptr && absl::SimpleAtoi(omp_num_threads, &chosen) &&
+      chosen > 0) {
+    return chosen;
+  }
+  const int reserved = cpu_budget >= 2 ? 1 : 0;
+  return std::max(1, (cpu_budget - reserved) / std::max(1, num_shard));
+}
+
 }  // namespace fms
