@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "model/gemv_blocking.h"
+
 // GCC 12 flags an intrinsic's own "undefined" register as uninitialized when
 // _mm512_reduce_add_ps is inlined (a false positive inside <immintrin.h>).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -48,52 +50,13 @@ FMS_BF16_TARGET void Block(const c10::BFloat16* w, const c10::BFloat16* x,
   }
 }
 
-// Rows of w per block for `b` rows of x: as many weight streams as the 32
-// vector registers allow next to n * b accumulators (measured: 8 beat 4 and 2
-// at batch 1, docs/benchmarks.md).
-template <int b>
-void Rows(const c10::BFloat16* w, const c10::BFloat16* x, c10::BFloat16* y,
-          int64_t y_stride, int64_t rows, int64_t cols) {
-  constexpr int n = b <= 2 ? 8 : 4;
-  int64_t r = 0;
-  for (; r + n <= rows; r += n) {
-    Block<n, b>(w + r * cols, x, y + r, y_stride, cols);
+struct Bf16Kernel {
+  template <int n, int b>
+  static void Block(const c10::BFloat16* w, const c10::BFloat16* x, c10::BFloat16* y,
+                    int64_t y_stride, int64_t cols) {
+    fms::Block<n, b>(w, x, y, y_stride, cols);
   }
-  for (; r < rows; ++r) Block<1, b>(w + r * cols, x, y + r, y_stride, cols);
-}
-
-// Block<n, b> for b = 1..4 chosen at run time.
-template <int n>
-void BlockOf(const c10::BFloat16* w, const c10::BFloat16* x, int64_t b, c10::BFloat16* y,
-             int64_t y_stride, int64_t cols) {
-  switch (b) {
-    case 1: return Block<n, 1>(w, x, y, y_stride, cols);
-    case 2: return Block<n, 2>(w, x, y, y_stride, cols);
-    case 3: return Block<n, 3>(w, x, y, y_stride, cols);
-    default: return Block<n, 4>(w, x, y, y_stride, cols);
-  }
-}
-
-// More than 4 rows of x: each block of 4 weight rows meets every group of up
-// to 4 x rows while it is in L1, so W is read from memory once per call.
-void Wide(const c10::BFloat16* w, const c10::BFloat16* x, int64_t batch, c10::BFloat16* y,
-          int64_t y_stride, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; r += 4) {
-    const bool full = r + 4 <= rows;
-    for (int64_t t = 0; t < batch; t += 4) {
-      const int64_t b = std::min<int64_t>(4, batch - t);
-      const c10::BFloat16* xs = x + t * cols;
-      c10::BFloat16* ys = y + t * y_stride;
-      if (full) {
-        BlockOf<4>(w + r * cols, xs, b, ys + r, y_stride, cols);
-        continue;
-      }
-      for (int64_t i = r; i < rows; ++i) {
-        BlockOf<1>(w + i * cols, xs, b, ys + i, y_stride, cols);
-      }
-    }
-  }
-}
+};
 
 }  // namespace
 
@@ -107,13 +70,7 @@ bool HasBf16DotProduct() {
 
 void Bf16Gemv(const c10::BFloat16* w, const c10::BFloat16* x, int64_t batch,
               c10::BFloat16* y, int64_t y_stride, int64_t rows, int64_t cols) {
-  switch (batch) {
-    case 1: return Rows<1>(w, x, y, y_stride, rows, cols);
-    case 2: return Rows<2>(w, x, y, y_stride, rows, cols);
-    case 3: return Rows<3>(w, x, y, y_stride, rows, cols);
-    case 4: return Rows<4>(w, x, y, y_stride, rows, cols);
-  }
-  Wide(w, x, batch, y, y_stride, rows, cols);
+  gemv_internal::Gemv<Bf16Kernel>(w, x, batch, y, y_stride, rows, cols);
 }
 
 }  // namespace fms

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "model/gemv_blocking.h"
+
 // GCC 12 flags an intrinsic's own "undefined" register as uninitialized when
 // it is inlined (a false positive inside <immintrin.h>).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -40,47 +42,12 @@ FMS_AVX512_TARGET void Block(const float* w, const float* x, float* y, int64_t y
   }
 }
 
-template <int b>
-void Rows(const float* w, const float* x, float* y, int64_t y_stride, int64_t rows,
-          int64_t cols) {
-  constexpr int n = b <= 2 ? 8 : 4;  // accumulators n * b within 32 registers
-  int64_t r = 0;
-  for (; r + n <= rows; r += n) Block<n, b>(w + r * cols, x, y + r, y_stride, cols);
-  for (; r < rows; ++r) Block<1, b>(w + r * cols, x, y + r, y_stride, cols);
-}
-
-// Block<n, b> for b = 1..4 chosen at run time.
-template <int n>
-void BlockOf(const float* w, const float* x, int64_t b, float* y, int64_t y_stride,
-             int64_t cols) {
-  switch (b) {
-    case 1: return Block<n, 1>(w, x, y, y_stride, cols);
-    case 2: return Block<n, 2>(w, x, y, y_stride, cols);
-    case 3: return Block<n, 3>(w, x, y, y_stride, cols);
-    default: return Block<n, 4>(w, x, y, y_stride, cols);
+struct Fp32Kernel {
+  template <int n, int b>
+  static void Block(const float* w, const float* x, float* y, int64_t y_stride, int64_t cols) {
+    fms::Block<n, b>(w, x, y, y_stride, cols);
   }
-}
-
-// More than 4 rows of x: each block of 4 weight rows meets every group of up
-// to 4 x rows while it is in L1, so W is read from memory once per call.
-void Wide(const float* w, const float* x, int64_t batch, float* y, int64_t y_stride,
-          int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; r += 4) {
-    const bool full = r + 4 <= rows;
-    for (int64_t t = 0; t < batch; t += 4) {
-      const int64_t b = std::min<int64_t>(4, batch - t);
-      const float* xs = x + t * cols;
-      float* ys = y + t * y_stride;
-      if (full) {
-        BlockOf<4>(w + r * cols, xs, b, ys + r, y_stride, cols);
-        continue;
-      }
-      for (int64_t i = r; i < rows; ++i) {
-        BlockOf<1>(w + i * cols, xs, b, ys + i, y_stride, cols);
-      }
-    }
-  }
-}
+};
 
 }  // namespace
 
@@ -94,13 +61,7 @@ bool HasAvx512() {
 
 void Fp32Gemv(const float* w, const float* x, int64_t batch, float* y, int64_t y_stride,
               int64_t rows, int64_t cols) {
-  switch (batch) {
-    case 1: return Rows<1>(w, x, y, y_stride, rows, cols);
-    case 2: return Rows<2>(w, x, y, y_stride, rows, cols);
-    case 3: return Rows<3>(w, x, y, y_stride, rows, cols);
-    case 4: return Rows<4>(w, x, y, y_stride, rows, cols);
-  }
-  Wide(w, x, batch, y, y_stride, rows, cols);
+  gemv_internal::Gemv<Fp32Kernel>(w, x, batch, y, y_stride, rows, cols);
 }
 
 }  // namespace fms
