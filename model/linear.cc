@@ -42,8 +42,7 @@ bool UseBf16Gemv(const at::Tensor& x, const at::Tensor& w) {
 bool UseFp32Gemv(const at::Tensor& x, const at::Tensor& w) {
   return x.device().is_cpu() && x.scalar_type() == at::kFloat &&
          w.scalar_type() == at::kFloat && x.size(0) <= kMaxFp32KernelRows &&
-         w.is_contiguous() &&
-         HasAvx512();
+         w.is_contiguous() && HasAvx512();
 }
 
 void Gemv(const c10::BFloat16* w, const c10::BFloat16* x, int64_t batch, c10::BFloat16* y,
