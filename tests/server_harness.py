@@ -182,7 +182,7 @@ def metric(text, name):
 
 
 def long_stub(pb, test_models):
-    """A server allowing 500 new tokens: long enough to outlast a 200 ms limit."""
+    """A server allowing 500 new tokens, for the time-limit tests."""
     process, port = start_server(test_models, "--max-new-tokens=500", per_test=False)
     yield wait_ready(pb, grpc.insecure_channel(f"127.0.0.1:{port}"), process)
     process.terminate()
