@@ -27,23 +27,33 @@ template <int n, int b>
 FMS_BF16_TARGET void Block(const c10::BFloat16* w, const c10::BFloat16* x,
                            c10::BFloat16* y, int64_t y_stride, int64_t cols) {
   __m512 acc[n][b];
+  // Every loop over n or b is unrolled so that acc and xv live in registers:
+  // left to itself GCC kept Block<4, 4>'s in memory, and a batch-4 bf16 step
+  // took 2.7x a batch-1 one (docs/benchmarks.md, "Register blocks").
+  #pragma GCC unroll 16
   for (int i = 0; i < n; ++i) {
+    #pragma GCC unroll 16
     for (int t = 0; t < b; ++t) acc[i][t] = _mm512_setzero_ps();
   }
   for (int64_t c = 0; c < cols; c += kLanes) {
     const int64_t left = cols - c;
     const __mmask32 mask = left >= kLanes ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
     __m512bh xv[b];
+    #pragma GCC unroll 16
     for (int t = 0; t < b; ++t) xv[t] = Load(x + t * cols + c, mask);
+    #pragma GCC unroll 16
     for (int i = 0; i < n; ++i) {
       // The next block's rows, one line each: a row is too short (1,152 bytes
       // at SmolLM2's width) for the hardware prefetcher to ramp up on.
       _mm_prefetch(reinterpret_cast<const char*>(w + (n + i) * cols + c), _MM_HINT_T0);
       const __m512bh wv = Load(w + i * cols + c, mask);
+      #pragma GCC unroll 16
       for (int t = 0; t < b; ++t) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], wv, xv[t]);
     }
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < n; ++i) {
+    #pragma GCC unroll 16
     for (int t = 0; t < b; ++t) {
       y[t * y_stride + i] = c10::BFloat16(_mm512_reduce_add_ps(acc[i][t]));
     }

@@ -38,7 +38,7 @@ TEST_F(Bf16GemvTest, MatchesExactProductsForEveryRowAndColumnTail) {
   at::manual_seed(0);
   for (int64_t cols : {1, 31, 32, 33, 176, 768, 4096}) {
     for (int64_t rows : {1, 3, 4, 5, 67}) {
-      for (int64_t batch : {1, 2, 3, 4, 7}) {
+      for (int64_t batch : {1, 2, 3, 4, 7, 13, 32}) {
         const at::Tensor w = at::randn({rows, cols}).to(at::kBFloat16);   // [rows, cols]
         const at::Tensor x = at::randn({batch, cols}).to(at::kBFloat16);  // [batch, cols]
         // [batch, rows + 3]: the stride leaves 3 columns the kernel must not touch.
@@ -64,7 +64,7 @@ TEST_F(Bf16GemvTest, LinearUsesItForFewRowsOnAnyThreadCount) {
   const at::Tensor b = at::randn({300}).to(at::kBFloat16);       // [out]
   for (int threads : {1, 2}) {
     ConfigureTorchThreads({.intra_op_threads = threads});
-    for (int64_t t : {1, 2}) {
+    for (int64_t t : {1, 2, 9, 32}) {
       const at::Tensor x = at::randn({t, 176}).to(at::kBFloat16);  // [t, in]
       const at::Tensor ours = Linear(x, w, b);                      // [t, out]
       ASSERT_EQ(ours.sizes(), (std::vector<int64_t>{t, 300}));

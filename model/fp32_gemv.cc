@@ -23,21 +23,31 @@ template <int n, int b>
 FMS_AVX512_TARGET void Block(const float* w, const float* x, float* y, int64_t y_stride,
                              int64_t cols) {
   __m512 acc[n][b];
+  // Every loop over n or b is unrolled so that acc and xv live in registers:
+  // left to itself GCC kept Block<4, 4>'s in memory, and a batch-4 bf16 step
+  // took 2.7x a batch-1 one (docs/benchmarks.md, "Register blocks").
+  #pragma GCC unroll 16
   for (int i = 0; i < n; ++i) {
+    #pragma GCC unroll 16
     for (int t = 0; t < b; ++t) acc[i][t] = _mm512_setzero_ps();
   }
   for (int64_t c = 0; c < cols; c += kLanes) {
     const int64_t left = cols - c;
     const __mmask16 mask = left >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
     __m512 xv[b];
+    #pragma GCC unroll 16
     for (int t = 0; t < b; ++t) xv[t] = _mm512_maskz_loadu_ps(mask, x + t * cols + c);
+    #pragma GCC unroll 16
     for (int i = 0; i < n; ++i) {
       _mm_prefetch(reinterpret_cast<const char*>(w + (n + i) * cols + c), _MM_HINT_T0);
       const __m512 wv = _mm512_maskz_loadu_ps(mask, w + i * cols + c);
+      #pragma GCC unroll 16
       for (int t = 0; t < b; ++t) acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
     }
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < n; ++i) {
+    #pragma GCC unroll 16
     for (int t = 0; t < b; ++t) y[t * y_stride + i] = _mm512_reduce_add_ps(acc[i][t]);
   }
 }

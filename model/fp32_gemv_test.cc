@@ -56,7 +56,7 @@ TEST_F(Fp32GemvTest, LinearUsesItForFewRowsOnAnyThreadCount) {
   const at::Tensor b = at::randn({300});       // [out]
   for (int threads : {1, 2}) {
     ConfigureTorchThreads({.intra_op_threads = threads});
-    for (int64_t t : {1, 4, 16}) {
+    for (int64_t t : {1, 4, 16, 64}) {
       const at::Tensor x = at::randn({t, 176});  // [t, in]
       const at::Tensor ours = Linear(x, w, b);    // [t, out]
       ASSERT_EQ(ours.sizes(), (std::vector<int64_t>{t, 300}));

@@ -13,16 +13,14 @@ namespace {
 
 constexpr int64_t kMaxSplitRows = 4;  // Above this BLAS threads well by itself.
 constexpr int64_t kRowAlign = 64;
-// Rows of x up to which the bf16 kernel beats oneDNN (measured with its
-// prefetch, SmolLM2 decode steps: 1.2x at 4 rows, even at 8; before it, even
-// at 4; docs/benchmarks.md).
-constexpr int64_t kMaxBf16KernelRows = 4;
-// Rows of x up to which the fp32 kernel beats MKL's sgemm (SmolLM2 decode
-// steps, A B A B: 38 against 61-73 ms at 8 rows, 60-68 against 67-99 at 16).
-// Above 4 rows each block of W meets every row of x while it is in L1. The
-// bf16 kernel does too, but loses to oneDNN at 16 rows (52-55 against 42-44
-// ms) and only ties at 8.
-constexpr int64_t kMaxFp32KernelRows = 16;
+// Rows of x up to which the AVX-512 kernels beat oneDNN (bf16) and MKL's
+// sgemm (fp32): SmolLM2 decode steps on one thread, once the kernels' register
+// blocks stayed in registers (docs/benchmarks.md, "Register blocks"). bf16:
+// 23.6 against 33.1 ms at 8 rows, 37.8 against 59.0 at 16, 65.8 against 87.5
+// at 32, 128 against 120 at 64. fp32: 160 against 283 ms at 64 rows. Past 4
+// rows each block of W meets every row of x while it is in L1.
+constexpr int64_t kMaxBf16KernelRows = 32;
+constexpr int64_t kMaxFp32KernelRows = 64;
 
 at::Tensor Plain(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
