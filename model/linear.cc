@@ -16,9 +16,10 @@ constexpr int64_t kRowAlign = 64;
 // Rows of x up to which the AVX-512 kernels beat oneDNN (bf16) and MKL's
 // sgemm (fp32): SmolLM2 decode steps on one thread, once the kernels' register
 // blocks stayed in registers (docs/benchmarks.md, "Register blocks"). bf16:
-// 23.6 against 33.1 ms at 8 rows, 37.8 against 59.0 at 16, 65.8 against 87.5
-// at 32, 128 against 120 at 64. fp32: 160 against 283 ms at 64 rows. Past 4
-// rows each block of W meets every row of x while it is in L1.
+// 22-23 against 31-46 ms a step at 8 rows, 32-40 against 48-59 at 16, a tie
+// at 32 (66-78 against 70-88), 128 against 120 at 64. fp32: 52-55 against
+// 111-113 ms at 16 rows, 160 against 283 at 64. Past 4 rows each block of W
+// meets every row of x while it is in L1.
 constexpr int64_t kMaxBf16KernelRows = 32;
 constexpr int64_t kMaxFp32KernelRows = 64;
 
