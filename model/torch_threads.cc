@@ -20,8 +20,4 @@ int ConfigureTorchThreads(const TorchThreadOptions& options) {
   return at::get_num_threads();
 }
 
-void UseIntraOpThreads(int n) {
-  if (n > 0 && at::get_num_threads() != n) at::set_num_threads(n);
-}
-
 }  // namespace fms

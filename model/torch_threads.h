@@ -22,12 +22,6 @@ struct TorchThreadOptions {
 // Applies `options` and returns the intra-op thread count now in force.
 int ConfigureTorchThreads(const TorchThreadOptions& options);
 
-// Sets the calling thread's intra-op threads to `n` (> 0) when they differ
-// (OpenMP's count is per thread); nothing otherwise, since a change also
-// resets oneDNN's primitive cache. For a per-step choice
-// (sharding/step_threads.h).
-void UseIntraOpThreads(int n);
-
 }  // namespace fms
 
 #endif  // FMS_MODEL_TORCH_THREADS_H_

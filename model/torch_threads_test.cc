@@ -19,16 +19,6 @@ TEST(ConfigureTorchThreads, SetsIntraOpThreadsExplicitly) {
   EXPECT_EQ(at::get_num_threads(), 1);
 }
 
-TEST(UseIntraOpThreads, ChangesTheCountOnlyForPositiveValues) {
-  ConfigureTorchThreads({.intra_op_threads = 1});
-  UseIntraOpThreads(2);
-  EXPECT_EQ(at::get_num_threads(), 2);
-  UseIntraOpThreads(0);
-  EXPECT_EQ(at::get_num_threads(), 2);
-  UseIntraOpThreads(1);
-  EXPECT_EQ(at::get_num_threads(), 1);
-}
-
 TEST(ConfigureTorchThreads, ZeroMeansAllCores) {
   const int cores = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
   EXPECT_EQ(ConfigureTorchThreads({}), cores);

@@ -70,14 +70,4 @@ int WorkerThreads(int cpu_budget, int num_shard, const char* omp_num_threads) {
   return std::max(1, (cpu_budget - reserved) / std::max(1, num_shard));
 }
 
-int LargeStepThreads(int cpu_budget, int num_shard, int worker_threads,
-                     const char* omp_num_threads) {
-  int chosen = 0;
-  if (omp_num_threads != nullptr && absl::SimpleAtoi(omp_num_threads, &chosen) &&
-      chosen > 0) {
-    return worker_threads;
-  }
-  return std::max(worker_threads, cpu_budget / std::max(1, num_shard));
-}
-
 }  // namespace fms

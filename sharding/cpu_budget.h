@@ -29,12 +29,6 @@ int CpuBudget(const std::string& cgroup_root = "/sys/fs/cgroup");
 // concurrency (docs/benchmarks.md, "Worker threads").
 int WorkerThreads(int cpu_budget, int num_shard, const char* omp_num_threads);
 
-// Threads per worker for a step of many tokens (sharding/step_threads.h):
-// the whole share, `cpu_budget` / `num_shard`, at least `worker_threads`;
-// `worker_threads` itself when OMP_NUM_THREADS fixes the count for every step.
-int LargeStepThreads(int cpu_budget, int num_shard, int worker_threads,
-                     const char* omp_num_threads);
-
 }  // namespace fms
 
 #endif  // FMS_SHARDING_CPU_BUDGET_H_

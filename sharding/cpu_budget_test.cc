@@ -44,15 +44,5 @@ TEST(CpuBudget, AQuotaCapsTheAffinityMask) {
   EXPECT_LE(CpuBudget(root.string()), cpus);
 }
 
-TEST(LargeStepThreads, TheWholeShareUnlessTheOperatorFixedTheCount) {
-  EXPECT_EQ(LargeStepThreads(2, 1, 1, nullptr), 2);
-  EXPECT_EQ(LargeStepThreads(16, 2, 7, nullptr), 8);
-  EXPECT_EQ(LargeStepThreads(1, 1, 1, nullptr), 1);
-  EXPECT_EQ(LargeStepThreads(3, 4, 1, nullptr), 1);   // Never below the small count.
-  EXPECT_EQ(LargeStepThreads(16, 1, 3, "3"), 3);      // OMP_NUM_THREADS fixes it.
-  EXPECT_EQ(LargeStepThreads(16, 1, 15, "junk"), 16);
-  EXPECT_EQ(LargeStepThreads(16, 1, 15, "0"), 16);
-}
-
 }  // namespace
 }  // namespace fms

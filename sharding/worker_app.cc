@@ -3,7 +3,6 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -33,8 +32,6 @@ absl::StatusOr<WorkerOptions> ParseWorkerArgs(int argc, char** argv) {
     else if (flag == "--rank") ok = absl::SimpleAtoi(value, &o.rank);
     else if (flag == "--world-size") ok = absl::SimpleAtoi(value, &o.world_size);
     else if (flag == "--threads") ok = absl::SimpleAtoi(value, &o.threads);
-    else if (flag == "--large-step-threads") ok = absl::SimpleAtoi(value, &o.large_step_threads);
-    else if (flag == "--large-step-rows") ok = absl::SimpleAtoi(value, &o.large_step_rows);
     else if (flag == "--max-sequence-length") ok = absl::SimpleAtoi(value, &o.max_sequence_length);
     else if (flag == "--kv-budget-bytes") ok = absl::SimpleAtoi(value, &o.kv_budget_bytes);
     else if (flag == "--block-size") ok = absl::SimpleAtoi(value, &o.block_size);
@@ -79,7 +76,7 @@ int RunWorker(const WorkerOptions& options) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   TuneMallocForModel();
-  const int threads = ConfigureTorchThreads({.intra_op_threads = options.threads});
+  ConfigureTorchThreads({.intra_op_threads = options.threads});
   const at::ScalarType dtype = options.dtype == "bfloat16" ? at::kBFloat16
                                : options.dtype == "float16" ? at::kHalf
                                                             : at::kFloat;
@@ -105,10 +102,7 @@ int RunWorker(const WorkerOptions& options) {
       config.num_layers, (*model)->layout().kv_heads, config.head_dim,
       static_cast<int64_t>(c10::elementSize(dtype)));
   LlamaEngine engine(*std::move(model), {.num_blocks = blocks, .block_size = options.block_size});
-  WorkerService service(&engine, options.rank, options.world_size,
-                        {.small_step_threads = threads,
-                         .large_step_threads = std::max(threads, options.large_step_threads),
-                         .large_step_rows = options.large_step_rows});
+  WorkerService service(&engine, options.rank, options.world_size);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + options.socket, grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(256 << 20);

@@ -17,10 +17,6 @@ struct WorkerOptions {
   int rank = 0;
   int world_size = 1;
   int threads = 0;          // Intra-op threads; 0 means all cores.
-  // Intra-op threads for a step of at least large_step_rows tokens
-  // (sharding/step_threads.h); 0: `threads`.
-  int large_step_threads = 0;
-  int64_t large_step_rows = 16;
   std::string dtype = "float32";
   // The KV pool, sized here (model/kv_cache.h KvPoolBlocks): kv_budget_bytes
   // of it (0: 4 GiB), and room for one sequence of max_sequence_length tokens

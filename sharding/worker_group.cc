@@ -92,12 +92,7 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
   group->options_ = options;
   // The pod's CPU limit, not the node's core count, less a core for the
   // front end; or OMP_NUM_THREADS (sharding/cpu_budget.h).
-  // Steps of many tokens take the whole share (sharding/step_threads.h).
-  const int budget = CpuBudget();
-  const char* omp_num_threads = getenv("OMP_NUM_THREADS");
-  const int threads = WorkerThreads(budget, options.num_shard, omp_num_threads);
-  const int large_step_threads =
-      LargeStepThreads(budget, options.num_shard, threads, omp_num_threads);
+  const int threads = WorkerThreads(CpuBudget(), options.num_shard, getenv("OMP_NUM_THREADS"));
   for (int rank = 0; rank < options.num_shard; ++rank) {
     const std::string socket =
         options.socket_prefix.empty()
@@ -112,8 +107,7 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
     std::vector<std::string> args = {
         options.worker_binary, "--model", options.model, "--socket", socket,
         "--rank", absl::StrCat(rank), "--world-size", absl::StrCat(options.num_shard),
-        "--threads", absl::StrCat(threads), "--large-step-threads",
-        absl::StrCat(large_step_threads), "--dtype", options.dtype,
+        "--threads", absl::StrCat(threads), "--dtype", options.dtype,
         "--max-sequence-length", absl::StrCat(options.max_sequence_length),
         "--block-size",
         absl::StrCat(options.block_size), "--master-addr", options.master_addr,

@@ -2,9 +2,7 @@
 // domain socket. Started by the front end (worker_group.h); dies with it.
 //
 //   fms-worker --model DIR --socket PATH [--rank 0] [--world-size 1]
-//              [--threads N] [--large-step-threads N] [--large-step-rows 16]
-//              [--dtype float32] [--max-sequence-length N] [--kv-budget-bytes N]
-//              [--block-size 16]
+//              [--threads N] [--dtype float32] [--max-sequence-length N] [--kv-budget-bytes N] [--block-size 16]
 
 #include <sys/prctl.h>
 #include <signal.h>

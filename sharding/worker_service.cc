@@ -3,7 +3,6 @@
 #include <chrono>
 
 #include "batching/step_codec.h"
-#include "model/torch_threads.h"
 
 namespace fms {
 namespace {
@@ -47,7 +46,6 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* r
   Clock::time_point started;
   compute_.Run([&] {
     started = Clock::now();
-    UseIntraOpThreads(StepThreads(threads_, *plan));
     result = engine_->Step(*plan);
   });
   if (!result.ok()) return ToGrpc(result.status());

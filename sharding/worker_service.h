@@ -10,14 +10,13 @@
 #include "batching/engine.h"
 #include "proto/worker.grpc.pb.h"
 #include "sharding/compute_thread.h"
-#include "sharding/step_threads.h"
 
 namespace fms {
 
 class WorkerService final : public worker::WorkerService::Service {
  public:
-  WorkerService(Engine* engine, int rank, int world_size, const StepThreadOptions& threads)
-      : engine_(engine), rank_(rank), world_size_(world_size), threads_(threads) {}
+  WorkerService(Engine* engine, int rank, int world_size)
+      : engine_(engine), rank_(rank), world_size_(world_size) {}
 
   grpc::Status Info(grpc::ServerContext* context, const worker::InfoRequest* request,
                     worker::InfoResponse* response) override;
@@ -36,7 +35,6 @@ class WorkerService final : public worker::WorkerService::Service {
   Engine* const engine_;
   const int rank_;
   const int world_size_;
-  const StepThreadOptions threads_;
   ComputeThread compute_;
 };
 
