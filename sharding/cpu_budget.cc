@@ -66,8 +66,7 @@ int WorkerThreads(int cpu_budget, int num_shard, const char* omp_num_threads) {
       chosen > 0) {
     return chosen;
   }
-  const int reserved = cpu_budget >= 2 ? 1 : 0;
-  return std::max(1, (cpu_budget - reserved) / std::max(1, num_shard));
+  return std::max(1, cpu_budget / std::max(1, num_shard));
 }
 
 }  // namespace fms

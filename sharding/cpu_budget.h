@@ -21,12 +21,13 @@ int CpuBudget(const std::string& cgroup_root = "/sys/fs/cgroup");
 
 // Compute threads per worker for `num_shard` workers on `cpu_budget` cores:
 // `omp_num_threads` (the server's own OMP_NUM_THREADS, the operator's choice)
-// when it is a positive number, else the budget less one core for the front
-// end, the RPCs and co-located clients, split over the workers, at least 1.
-// The reserved core: an OpenMP region waits for its slowest thread, so a
-// worker using every core stalls whenever the front end runs; on the 2-core
-// machine one thread served SmolLM2 bf16 faster than two at every
-// concurrency (docs/benchmarks.md, "Worker threads").
+// when it is a positive number, else the budget split over the workers, at
+// least 1. No core is kept back for the front end: on the 2-core machine a
+// worker on both cores served SmolLM2 faster at c=1 and c=4 than one that
+// left a core free, in bf16 and fp32 (docs/benchmarks.md, "Worker threads",
+// second measurement; the first, against GEMV kernels that spilled their
+// registers, had said the opposite). Operators who co-locate other work set
+// OMP_NUM_THREADS.
 int WorkerThreads(int cpu_budget, int num_shard, const char* omp_num_threads);
 
 }  // namespace fms

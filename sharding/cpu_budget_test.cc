@@ -19,16 +19,16 @@ TEST(CoresFromCpuMax, RoundsTheQuotaUpAndIgnoresNoLimit) {
   EXPECT_EQ(CoresFromCpuMax("garbage"), std::nullopt);
 }
 
-TEST(WorkerThreads, LeavesACoreForTheFrontEndUnlessTheOperatorChose) {
-  EXPECT_EQ(WorkerThreads(2, 1, nullptr), 1);
-  EXPECT_EQ(WorkerThreads(8, 1, nullptr), 7);
-  EXPECT_EQ(WorkerThreads(8, 2, nullptr), 3);
-  EXPECT_EQ(WorkerThreads(1, 1, nullptr), 1);   // Nothing to reserve.
-  EXPECT_EQ(WorkerThreads(2, 2, nullptr), 1);   // Never below one.
-  EXPECT_EQ(WorkerThreads(2, 1, "2"), 2);       // OMP_NUM_THREADS wins.
-  EXPECT_EQ(WorkerThreads(8, 2, "4"), 4);
-  EXPECT_EQ(WorkerThreads(8, 1, "0"), 7);       // Not a thread count: ignored.
-  EXPECT_EQ(WorkerThreads(8, 1, "many"), 7);
+TEST(WorkerThreads, SplitsTheBudgetUnlessTheOperatorChose) {
+  EXPECT_EQ(WorkerThreads(2, 1, nullptr), 2);
+  EXPECT_EQ(WorkerThreads(8, 1, nullptr), 8);
+  EXPECT_EQ(WorkerThreads(8, 3, nullptr), 2);
+  EXPECT_EQ(WorkerThreads(1, 1, nullptr), 1);
+  EXPECT_EQ(WorkerThreads(2, 4, nullptr), 1);   // Never below one.
+  EXPECT_EQ(WorkerThreads(2, 1, "1"), 1);       // OMP_NUM_THREADS wins.
+  EXPECT_EQ(WorkerThreads(8, 2, "3"), 3);
+  EXPECT_EQ(WorkerThreads(8, 1, "0"), 8);       // Not a thread count: ignored.
+  EXPECT_EQ(WorkerThreads(8, 1, "many"), 8);
 }
 
 // A fake cgroup root whose every level (the root of the path read from

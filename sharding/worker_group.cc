@@ -90,8 +90,8 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(
     const WorkerGroupOptions& options) {
   std::unique_ptr<WorkerGroup> group(new WorkerGroup);
   group->options_ = options;
-  // The pod's CPU limit, not the node's core count, less a core for the
-  // front end; or OMP_NUM_THREADS (sharding/cpu_budget.h).
+  // The pod's CPU limit, not the node's core count, split over the ranks;
+  // or OMP_NUM_THREADS (sharding/cpu_budget.h).
   const int threads = WorkerThreads(CpuBudget(), options.num_shard, getenv("OMP_NUM_THREADS"));
   for (int rank = 0; rank < options.num_shard; ++rank) {
     const std::string socket =
