@@ -162,17 +162,19 @@ void LlamaEngine::Sample(const StepPlan& plan, const ForwardBatch& batch,
   if (inputs.empty()) return;
   // rows [B, vocab] fp32. A row with NaN or infinity would sample garbage (or
   // make multinomial throw for the whole step): it is zeroed and flagged.
-  at::Tensor rows = logits.index_select(0, at::tensor(sample_rows, at::kLong));
-  const at::Tensor broken = rows.isfinite().logical_not().any(1);  // [B] bool
-  const bool any_broken = broken.any().item<bool>();
-  if (any_broken) rows = rows.masked_fill(broken.unsqueeze(1), 0.0);
+  at::Tensor rows = logits.index_select(0, at::tensor(sample_rows, at::kLong)).contiguous();
+  const std::vector<bool> broken = NonFiniteRows(rows);
+  const bool any_broken = std::find(broken.begin(), broken.end(), true) != broken.end();
+  for (size_t b = 0; b < broken.size(); ++b) {
+    if (broken[b]) rows[static_cast<int64_t>(b)].zero_();
+  }
   const std::vector<TokenChoice> choices =
       SampleTokens(rows, inputs, model_->config().eos_token_ids);
   size_t k = 0;
   for (const ScheduledChunk& c : plan.chunks) {
     if (!c.sample) continue;
     Sequence& seq = Known(c.id);
-    const bool non_finite = any_broken && broken[static_cast<int64_t>(k)].item<bool>();
+    const bool non_finite = any_broken && broken[k];
     if (!non_finite) seq.generated.push_back(choices[k].token);
     result.outputs.push_back({.id = c.id, .token = choices[k].token,
                               .details = choices[k].details,

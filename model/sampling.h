@@ -46,6 +46,10 @@ std::vector<TokenChoice> SampleTokens(const at::Tensor& logits,
                                       std::span<const SamplingInput> inputs,
                                       std::span<const int32_t> eos_ids);
 
+// Which rows of logits [B, vocab] fp32 hold a NaN or an infinity: one serial
+// pass on the CPU (see ScoresCopy in sampling.cc for why not LibTorch ops).
+std::vector<bool> NonFiniteRows(const at::Tensor& logits);
+
 // The uniform number in [0, 1) that a draw at `step` with `seed` uses.
 double SampleUniform(uint64_t seed, uint64_t step);
 

@@ -1,6 +1,7 @@
 #include "model/sampling.h"
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -27,6 +28,31 @@ TEST(Sampling, GreedyIsArgmaxWithLogprobAndRank) {
   EXPECT_EQ(choice.details.rank, 1u);
   const double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
   EXPECT_NEAR(choice.details.logprob, 3.0 - std::log(z), 1e-6);
+}
+
+TEST(Sampling, GreedyTakesTheFirstOfTiedMaximaInEveryRowAsArgmax) {
+  const SamplingParams p;
+  const std::vector<SamplingInput> inputs(3, SamplingInput{&p, {}, {}});
+  const at::Tensor logits = at::tensor({2.0f, 5.0f, 5.0f, 1.0f,     // Tie: the first.
+                                        -7.0f, -7.0f, -7.0f, -7.0f,  // All equal: 0.
+                                        0.0f, 1.0f, 0.5f, 3.0f}).view({3, 4});
+  const auto choices = SampleTokens(logits, inputs, kNoEos);
+  const at::Tensor expected = logits.argmax(-1);
+  for (int64_t b = 0; b < 3; ++b) EXPECT_EQ(choices[b].token, expected[b].item<int64_t>());
+  EXPECT_EQ(choices[0].token, 1);
+}
+
+TEST(Sampling, NonFiniteRowsFlagsNanAndInfinities) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  at::Tensor logits = at::zeros({5, 1000});  // [B, vocab]
+  logits[1][999] = nan;
+  logits[2][0] = inf;
+  logits[3][500] = -inf;
+  logits[4][17] = std::numeric_limits<float>::max();  // Finite.
+  EXPECT_EQ(NonFiniteRows(logits), (std::vector<bool>{false, true, true, true, false}));
+  EXPECT_EQ(NonFiniteRows(logits.to(at::kBFloat16)),
+            (std::vector<bool>{false, true, true, true, true}));  // max overflows bf16.
 }
 
 TEST(Sampling, MinNewTokensMasksEveryEosId) {

@@ -1,6 +1,7 @@
 #include "model/torch_threads.h"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <unistd.h>
 
 namespace fms {
@@ -18,6 +19,13 @@ int ConfigureTorchThreads(const TorchThreadOptions& options) {
   }();
   (void)inter_op_set;
   return at::get_num_threads();
+}
+
+void SerialTorchOnThisThread() {
+  // LibTorch applies its process-wide count to a thread on that thread's
+  // first query; after it, the thread's own setting sticks.
+  (void)at::get_num_threads();
+  omp_set_num_threads(1);
 }
 
 }  // namespace fms

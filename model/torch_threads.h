@@ -22,6 +22,14 @@ struct TorchThreadOptions {
 // Applies `options` and returns the intra-op thread count now in force.
 int ConfigureTorchThreads(const TorchThreadOptions& options);
 
+// LibTorch ops on the calling thread run serially from now on (OpenMP's
+// count is per thread; the process-wide settings stay). For threads beside
+// the compute thread (an RPC thread loading an adapter): a thread that opens
+// a parallel region gets an OpenMP pool of its own, and with more pooled
+// threads than cores libgomp stops spinning between regions, which made
+// every region of a decode step wait for a futex wake-up.
+void SerialTorchOnThisThread();
+
 }  // namespace fms
 
 #endif  // FMS_MODEL_TORCH_THREADS_H_

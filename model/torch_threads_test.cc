@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -17,6 +18,17 @@ TEST(ConfigureTorchThreads, SetsIntraOpThreadsExplicitly) {
 
   EXPECT_EQ(ConfigureTorchThreads({.intra_op_threads = 1}), 1);
   EXPECT_EQ(at::get_num_threads(), 1);
+}
+
+TEST(SerialTorchOnThisThread, OnlyThisThreadTurnsSerial) {
+  ConfigureTorchThreads({.intra_op_threads = 2});
+  int other = 0;
+  std::thread([&] {
+    SerialTorchOnThisThread();
+    other = at::get_num_threads();
+  }).join();
+  EXPECT_EQ(other, 1);
+  EXPECT_EQ(at::get_num_threads(), 2);
 }
 
 TEST(ConfigureTorchThreads, ZeroMeansAllCores) {

@@ -67,6 +67,38 @@ int Fail(const WorkerOptions& options, const absl::Status& status) {
   return 1;
 }
 
+// The model and its engine, built on the calling thread (the compute
+// thread); `group` is filled for tensor parallelism and must outlive them.
+absl::StatusOr<std::unique_ptr<LlamaEngine>> LoadEngine(const WorkerOptions& options,
+                                                         std::unique_ptr<Collectives>& group) {
+  ConfigureTorchThreads({.intra_op_threads = options.threads});
+  const at::ScalarType dtype = options.dtype == "bfloat16" ? at::kBFloat16
+                               : options.dtype == "float16" ? at::kHalf
+                                                            : at::kFloat;
+  auto device = RankDevice(options);
+  if (!device.ok()) return device.status();
+  if (options.world_size > 1) {
+    auto joined = JoinProcessGroup({.rank = options.rank, .world_size = options.world_size,
+                                    .master_addr = options.master_addr,
+                                    .master_port = options.master_port, .device = *device});
+    if (!joined.ok()) return joined.status();
+    group = *std::move(joined);
+  }
+  auto model = LlamaModel::Load(
+      options.model, {.dtype = dtype, .device = *device, .collectives = group.get()});
+  if (!model.ok()) return model.status();
+  const LlamaConfig& config = (*model)->config();
+  const int64_t blocks = KvPoolBlocks(
+      {.max_sequence_length = options.max_sequence_length > 0 ? options.max_sequence_length
+                                                               : config.max_position_embeddings,
+       .budget_bytes = options.kv_budget_bytes,
+       .block_size = options.block_size},
+      config.num_layers, (*model)->layout().kv_heads, config.head_dim,
+      static_cast<int64_t>(c10::elementSize(dtype)));
+  return std::make_unique<LlamaEngine>(
+      *std::move(model), KvCacheOptions{.num_blocks = blocks, .block_size = options.block_size});
+}
+
 }  // namespace
 
 int RunWorker(const WorkerOptions& options) {
@@ -76,33 +108,18 @@ int RunWorker(const WorkerOptions& options) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   TuneMallocForModel();
-  ConfigureTorchThreads({.intra_op_threads = options.threads});
-  const at::ScalarType dtype = options.dtype == "bfloat16" ? at::kBFloat16
-                               : options.dtype == "float16" ? at::kHalf
-                                                            : at::kFloat;
-  auto device = RankDevice(options);
-  if (!device.ok()) return Fail(options, device.status());
-  std::unique_ptr<Collectives> group;  // Outlives the model below.
-  if (options.world_size > 1) {
-    auto joined = JoinProcessGroup({.rank = options.rank, .world_size = options.world_size,
-                                    .master_addr = options.master_addr,
-                                    .master_port = options.master_port, .device = *device});
-    if (!joined.ok()) return Fail(options, joined.status());
-    group = *std::move(joined);
-  }
-  auto model = LlamaModel::Load(
-      options.model, {.dtype = dtype, .device = *device, .collectives = group.get()});
-  if (!model.ok()) return Fail(options, model.status());
-  const LlamaConfig& config = (*model)->config();
-  const int64_t blocks = KvPoolBlocks(
-      {.max_sequence_length = options.max_sequence_length > 0 ? options.max_sequence_length
-                                                               : config.max_position_embeddings,
-       .budget_bytes = options.kv_budget_bytes,
-       .block_size = options.block_size},
-      config.num_layers, (*model)->layout().kv_heads, config.head_dim,
-      static_cast<int64_t>(c10::elementSize(dtype)));
-  LlamaEngine engine(*std::move(model), {.num_blocks = blocks, .block_size = options.block_size});
-  WorkerService service(&engine, options.rank, options.world_size);
+  // Every LibTorch op of the model runs on this one thread, loading included.
+  // libgomp gives each thread that opens a parallel region a pool of its own;
+  // with a second pool (the loader's) it counted more threads than cores and
+  // put idle threads to sleep after a few spins instead of ~300,000, so every
+  // region of a decode step paid a futex wake-up (docs/benchmarks.md, "One
+  // OpenMP pool").
+  ComputeThread compute;
+  std::unique_ptr<Collectives> group;  // Outlives the engine below.
+  absl::StatusOr<std::unique_ptr<LlamaEngine>> engine;
+  compute.Run([&] { engine = LoadEngine(options, group); });
+  if (!engine.ok()) return Fail(options, engine.status());
+  WorkerService service(engine->get(), &compute, options.rank, options.world_size);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + options.socket, grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(256 << 20);

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "batching/step_codec.h"
+#include "model/torch_threads.h"
 
 namespace fms {
 namespace {
@@ -44,7 +45,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* r
   const Clock::time_point decoded = Clock::now();
   absl::StatusOr<StepResult> result;
   Clock::time_point started;
-  compute_.Run([&] {
+  compute_->Run([&] {
     started = Clock::now();
     result = engine_->Step(*plan);
   });
@@ -60,6 +61,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* r
 grpc::Status WorkerService::LoadAdapter(grpc::ServerContext*,
                                         const worker::LoadAdapterRequest* request,
                                         worker::LoadAdapterResponse* response) {
+  SerialTorchOnThisThread();  // Not a second OpenMP pool (torch_threads.h).
   auto info = engine_->LoadAdapter(request->id(), request->dir());
   if (!info.ok()) return ToGrpc(info.status());
   response->set_peft_type(info->peft_type);

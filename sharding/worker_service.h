@@ -15,8 +15,9 @@ namespace fms {
 
 class WorkerService final : public worker::WorkerService::Service {
  public:
-  WorkerService(Engine* engine, int rank, int world_size)
-      : engine_(engine), rank_(rank), world_size_(world_size) {}
+  // Steps run on `compute`, the thread that built the engine (worker_app.cc).
+  WorkerService(Engine* engine, ComputeThread* compute, int rank, int world_size)
+      : engine_(engine), compute_(compute), rank_(rank), world_size_(world_size) {}
 
   grpc::Status Info(grpc::ServerContext* context, const worker::InfoRequest* request,
                     worker::InfoResponse* response) override;
@@ -33,9 +34,9 @@ class WorkerService final : public worker::WorkerService::Service {
 
  private:
   Engine* const engine_;
+  ComputeThread* const compute_;
   const int rank_;
   const int world_size_;
-  ComputeThread compute_;
 };
 
 }  // namespace fms
