@@ -134,8 +134,9 @@ std::vector<int64_t> RowArgmax(const at::Tensor& scores) {
     return std::vector<int64_t>(best.const_data_ptr<int64_t>(),
                                 best.const_data_ptr<int64_t>() + best.numel());
   }
-  const int64_t rows = scores.size(0), vocab = scores.size(1);
-  const float* data = scores.const_data_ptr<float>();
+  const at::Tensor dense = scores.contiguous();  // A no-op for ScoresCopy's result.
+  const int64_t rows = dense.size(0), vocab = dense.size(1);
+  const float* data = dense.const_data_ptr<float>();
   std::vector<int64_t> best(rows, 0);
   for (int64_t b = 0; b < rows; ++b) {
     const float* row = data + b * vocab;

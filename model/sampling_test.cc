@@ -40,6 +40,11 @@ TEST(Sampling, GreedyTakesTheFirstOfTiedMaximaInEveryRowAsArgmax) {
   const at::Tensor expected = logits.argmax(-1);
   for (int64_t b = 0; b < 3; ++b) EXPECT_EQ(choices[b].token, expected[b].item<int64_t>());
   EXPECT_EQ(choices[0].token, 1);
+  // A transposed bf16 view: the copy to fp32 keeps its strides.
+  const at::Tensor columns = logits.t().contiguous().to(at::kBFloat16).t();  // [3, 4]
+  ASSERT_FALSE(columns.is_contiguous());
+  const auto again = SampleTokens(columns, inputs, kNoEos);
+  for (int64_t b = 0; b < 3; ++b) EXPECT_EQ(again[b].token, choices[b].token);
 }
 
 TEST(Sampling, NonFiniteRowsFlagsNanAndInfinities) {
