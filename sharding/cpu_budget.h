@@ -24,9 +24,10 @@ int CpuBudget(const std::string& cgroup_root = "/sys/fs/cgroup");
 // when it is a positive number, else the budget split over the workers, at
 // least 1. No core is kept back for the front end: on the 2-core machine a
 // worker on both cores served SmolLM2 faster at c=1 and c=4 than one that
-// left a core free, in bf16 and fp32 (docs/benchmarks.md, "Worker threads",
-// second measurement; the first, against GEMV kernels that spilled their
-// registers, had said the opposite). Operators who co-locate other work set
+// left a core free, in bf16 and fp32 (docs/benchmarks.md, "Worker threads,
+// measured again"). An earlier measurement had said the opposite while the
+// worker ran two OpenMP pools, which made its threads sleep between regions
+// ("One OpenMP pool per worker"). Operators who co-locate other work set
 // OMP_NUM_THREADS.
 int WorkerThreads(int cpu_budget, int num_shard, const char* omp_num_threads);
 
