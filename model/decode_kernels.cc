@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "model/row_kernels.h"
+
 namespace fms {
 namespace {
 
@@ -59,9 +61,14 @@ at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, double eps
     const E* in = x.const_data_ptr<E>();
     const E* w = weight.const_data_ptr<E>();
     E* y = out.mutable_data_ptr<E>();
+    const bool vector = HasRowKernels<E>();
     at::parallel_for(0, x.size(0), RowGrain(n), [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const E* row = in + t * n;
+        if (vector) {
+          RmsNormRow(row, w, y + t * n, n, static_cast<float>(eps));
+          continue;
+        }
         float squares = 0;
         for (int64_t i = 0; i < n; ++i) {
           const float v = static_cast<float>(row[i]);
@@ -113,10 +120,15 @@ at::Tensor SiluMul(const at::Tensor& gate_up) {
   Dispatch(gate_up.scalar_type(), [&]<typename E>() {
     const E* in = gate_up.const_data_ptr<E>();
     E* y = out.mutable_data_ptr<E>();
+    const bool vector = HasRowKernels<E>();
     at::parallel_for(0, gate_up.size(0), RowGrain(n), [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const E* gate = in + t * 2 * n;
         const E* up = gate + n;
+        if (vector) {
+          SiluMulRow(gate, up, y + t * n, n);
+          continue;
+        }
         for (int64_t i = 0; i < n; ++i) {
           const float g = static_cast<float>(gate[i]);
           y[t * n + i] = E(Round<E>(g / (1.0f + std::exp(-g))) * static_cast<float>(up[i]));
@@ -134,7 +146,9 @@ void AddInPlace(at::Tensor& x, const at::Tensor& y) {
   Dispatch(x.scalar_type(), [&]<typename E>() {
     E* a = x.mutable_data_ptr<E>();
     const E* b = y.const_data_ptr<E>();
+    const bool vector = HasRowKernels<E>();
     at::parallel_for(0, x.numel(), kGrainValues, [&](int64_t begin, int64_t end) {
+      if (vector) return AddRow(a + begin, b + begin, end - begin);
       for (int64_t i = begin; i < end; ++i) {
         a[i] = E(static_cast<float>(a[i]) + static_cast<float>(b[i]));
       }
