@@ -7,6 +7,7 @@
 
 #include "model/bf16_gemv.h"
 #include "model/fp32_gemv.h"
+#include "model/onednn_linear.h"
 
 namespace fms {
 namespace {
@@ -72,6 +73,23 @@ at::Tensor KernelLinear(const at::Tensor& x, const at::Tensor& w, const at::Tens
 }
 
 }  // namespace
+
+LinearWeight MakeLinearWeight(at::Tensor w) {
+  LinearWeight weight{.w = std::move(w)};
+  if (PacksForOneDnn(weight.w)) weight.packed = PackForOneDnn(weight.w);
+  return weight;
+}
+
+// Up to the kernels' rows the kernels win (a packed product at 8 and 16 rows
+// tied or lost to them); above, the packed product beats at::linear's
+// reorder-per-call: SmolLM2 bf16 steps of 64 rows 92-113 -> 76-95 ms
+// (docs/benchmarks.md, "Prepacked bf16 weights").
+at::Tensor Linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& b) {
+  if (w.packed.defined() && x.size(0) > kMaxBf16KernelRows) {
+    return OneDnnLinear(x, w.packed, b);
+  }
+  return Linear(x, w.w, b);
+}
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (UseBf16Gemv(x, w)) return KernelLinear<c10::BFloat16>(x, w, b);

@@ -35,11 +35,11 @@ class LlamaLoader {
     if (!norm.ok()) return norm.status();
     model->final_norm_ = *std::move(norm);
     if (config_.tie_word_embeddings) {
-      model->lm_head_ = model->embed_;
+      model->lm_head_ = Projection(model->embed_);
     } else {
       auto head = VocabRows("lm_head.weight");
       if (!head.ok()) return head.status();
-      model->lm_head_ = *std::move(head);
+      model->lm_head_ = Projection(*std::move(head));
     }
     for (int64_t l = 0; l < config_.num_layers; ++l) {
       auto layer = Layer(l);
@@ -58,6 +58,13 @@ class LlamaLoader {
     // requests it reaches end with an error (LlamaEngine, non-finite logits).
     if (!tensor->isfinite().all().item<bool>()) model_non_finite_->push_back(name);
     return tensor->to(options_.device);
+  }
+
+  // w [out, in] as the model multiplies by it: with oneDNN's packed copy,
+  // except in the eager baseline, which multiplies by w alone.
+  LinearWeight Projection(at::Tensor w) const {
+    if (options_.eager_baseline) return LinearWeight{.w = std::move(w)};
+    return MakeLinearWeight(std::move(w));
   }
 
   // This rank's vocabulary rows [vocab_rows, hidden], zero-padded at the end.
@@ -107,10 +114,13 @@ class LlamaLoader {
     reads.emplace_back(&w.input_norm, Read(p + "input_layernorm.weight", {hidden}));
     reads.emplace_back(&w.post_norm,
                        Read(p + "post_attention_layernorm.weight", {hidden}));
-    reads.emplace_back(&w.qkv, ReadFused(qkv, "weight", hidden));
-    reads.emplace_back(&w.o, Read(p + "self_attn.o_proj.weight", {hidden, q_rows}, o_cols));
-    reads.emplace_back(&w.gate_up, ReadFused(gate_up, "weight", hidden));
-    reads.emplace_back(&w.down, Read(p + "mlp.down_proj.weight", {hidden, inter}, down_cols));
+    std::vector<std::pair<LinearWeight*, absl::StatusOr<at::Tensor>>> projections;
+    projections.emplace_back(&w.qkv, ReadFused(qkv, "weight", hidden));
+    projections.emplace_back(&w.o,
+                             Read(p + "self_attn.o_proj.weight", {hidden, q_rows}, o_cols));
+    projections.emplace_back(&w.gate_up, ReadFused(gate_up, "weight", hidden));
+    projections.emplace_back(&w.down,
+                             Read(p + "mlp.down_proj.weight", {hidden, inter}, down_cols));
     if (config_.qkv_bias) reads.emplace_back(&w.qkv_bias, ReadFused(qkv, "bias", 0));
     if (config_.o_bias) {  // Row-parallel biases are whole, added once.
       reads.emplace_back(&w.o_bias, Read(p + "self_attn.o_proj.bias", {hidden}));
@@ -122,6 +132,10 @@ class LlamaLoader {
     for (auto& [target, tensor] : reads) {
       if (!tensor.ok()) return tensor.status();
       *target = *std::move(tensor);
+    }
+    for (auto& [target, tensor] : projections) {
+      if (!tensor.ok()) return tensor.status();
+      *target = Projection(*std::move(tensor));
     }
     return w;
   }

@@ -53,7 +53,7 @@ at::Tensor LlamaModel::Mlp(int64_t layer, const at::Tensor& x, const LoraBatch& 
   // [T, 2 * intermediate] -> gate, up [T, intermediate]
   const int64_t inter = layout_.intermediate;
   at::Tensor gate_up =
-      options_.eager_baseline ? UnfusedLinear(x, w.gate_up, w.gate_up_bias, {inter, inter})
+      options_.eager_baseline ? UnfusedLinear(x, w.gate_up.w, w.gate_up_bias, {inter, inter})
                               : Linear(x, w.gate_up, w.gate_up_bias);
   if (!lora.empty()) lora.Apply(layer, LoraSite::kGateUp, x, gate_up);
   const auto halves = gate_up.chunk(2, -1);
@@ -67,7 +67,7 @@ at::Tensor LlamaModel::Qkv(int64_t layer, const at::Tensor& x, const LoraBatch& 
   const LayerWeights& w = layers_[layer];
   const int64_t q = layout_.heads * config_.head_dim;
   const int64_t kv = layout_.kv_heads * config_.head_dim;
-  at::Tensor qkv = options_.eager_baseline ? UnfusedLinear(x, w.qkv, w.qkv_bias, {q, kv, kv})
+  at::Tensor qkv = options_.eager_baseline ? UnfusedLinear(x, w.qkv.w, w.qkv_bias, {q, kv, kv})
                                            : Linear(x, w.qkv, w.qkv_bias);
   if (!lora.empty()) lora.Apply(layer, LoraSite::kQkv, x, qkv);
   return qkv;
@@ -97,7 +97,7 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   return hidden;  // [T, hidden]
 }
 
-at::Tensor LlamaModel::RowParallel(const at::Tensor& x, const at::Tensor& w,
+at::Tensor LlamaModel::RowParallel(const at::Tensor& x, const LinearWeight& w,
                                    const at::Tensor& b, const AddDelta& delta) const {
   if (options_.collectives == nullptr) {
     at::Tensor y = Linear(x, w, b);

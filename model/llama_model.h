@@ -15,6 +15,7 @@
 #include "model/adapter.h"
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
+#include "model/linear.h"
 #include "model/llama_config.h"
 #include "model/rope.h"
 #include "model/tensor_parallel.h"
@@ -39,14 +40,14 @@ struct LlamaOptions {
 // and [gate; up]. Head and intermediate counts are the rank's (ShardLayout).
 struct LayerWeights {
   at::Tensor input_norm;  // [hidden]
-  at::Tensor qkv;         // [(heads + 2 * kv_heads) * head_dim, hidden]
+  LinearWeight qkv;       // [(heads + 2 * kv_heads) * head_dim, hidden]
   at::Tensor qkv_bias;    // [(heads + 2 * kv_heads) * head_dim] or undefined
-  at::Tensor o;           // [hidden, heads * head_dim]: row-parallel
+  LinearWeight o;         // [hidden, heads * head_dim]: row-parallel
   at::Tensor o_bias;      // [hidden] or undefined; added after the reduction
   at::Tensor post_norm;   // [hidden]
-  at::Tensor gate_up;     // [2 * intermediate, hidden]
+  LinearWeight gate_up;   // [2 * intermediate, hidden]
   at::Tensor gate_up_bias;  // [2 * intermediate] or undefined
-  at::Tensor down;        // [hidden, intermediate]: row-parallel
+  LinearWeight down;      // [hidden, intermediate]: row-parallel
   at::Tensor down_bias;   // [hidden] or undefined; added after the reduction
 };
 
@@ -89,7 +90,7 @@ class LlamaModel {
   using AddDelta = std::function<void(const at::Tensor& x, at::Tensor& y)>;
   // Row-parallel projection: x [T, in_slice], w [out, in_slice] -> [T, out],
   // plus `delta`, summed over the ranks, then the bias.
-  at::Tensor RowParallel(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+  at::Tensor RowParallel(const at::Tensor& x, const LinearWeight& w, const at::Tensor& b,
                          const AddDelta& delta) const;
   // hidden [T, hidden]: the rows of virtual-token positions take the
   // prompt-tuning adapters' embeddings.
@@ -116,7 +117,7 @@ class LlamaModel {
   LlamaOptions options_;
   Rope rope_;
   at::Tensor embed_;    // [vocab_rows, hidden]: this rank's vocabulary rows
-  at::Tensor lm_head_;  // [vocab_rows, hidden]; embed_ itself when tied.
+  LinearWeight lm_head_;  // [vocab_rows, hidden]; w is embed_ itself when tied.
   at::Tensor final_norm_;  // [hidden]
   std::vector<LayerWeights> layers_;
 
