@@ -13,7 +13,7 @@
 namespace fms {
 
 // Bumped on any incompatible change of proto/worker.proto's meaning.
-inline constexpr uint32_t kWorkerProtocolVersion = 3;
+inline constexpr uint32_t kWorkerProtocolVersion = 4;  // 4: Step became Steps.
 
 worker::StepPlan ToProto(const StepPlan& plan);
 worker::StepResult ToProto(const StepResult& result);

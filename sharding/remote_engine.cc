@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <future>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "batching/step_codec.h"
@@ -51,8 +52,11 @@ absl::Status RemoteEngine::Reconnect(const std::vector<std::string>& sockets) {
   if (!opened.ok()) return opened.status();
   absl::MutexLock lock(&mu_);
   stubs_ = std::move(opened->first);
+  ++generation_;
   return absl::OkStatus();
 }
+
+RemoteEngine::~RemoteEngine() { CloseStreams(); }
 
 RemoteEngine::Stubs RemoteEngine::CurrentStubs() {
   absl::MutexLock lock(&mu_);
@@ -101,35 +105,65 @@ void RemoteEngine::UnloadAdapter(const std::string& id) {
   }
 }
 
+void RemoteEngine::EnsureStreams() {
+  Stubs stubs;
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&mu_);
+    stubs = stubs_;
+    generation = generation_;
+  }
+  if (!streams_.empty() && streams_for_ == generation) return;
+  CloseStreams();
+  for (const auto& stub : stubs) {
+    StepStream s{.context = std::make_unique<grpc::ClientContext>()};
+    s.stream = stub->Steps(s.context.get());
+    streams_.push_back(std::move(s));
+  }
+  streams_for_ = generation;
+}
+
+void RemoteEngine::CloseStreams() {
+  for (StepStream& s : streams_) {
+    if (s.finished) continue;
+    s.context->TryCancel();
+    s.stream->Finish();  // CANCELLED: nothing to report.
+  }
+  streams_.clear();
+}
+
+absl::Status RemoteEngine::RankError(size_t rank) {
+  streams_[rank].finished = true;
+  const grpc::Status status = streams_[rank].stream->Finish();
+  const std::string message =
+      status.ok() ? "the worker closed its step stream" : status.error_message();
+  return absl::UnavailableError(absl::StrCat("rank ", rank, ": ", message));
+}
+
 absl::StatusOr<StepResult> RemoteEngine::Step(const StepPlan& plan) {
   const worker::StepPlan request = ToProto(plan);
-  struct Reply {
-    grpc::Status status;
-    worker::StepResult result;
-  };
-  const Stubs stubs = CurrentStubs();
-  auto call = [&request](const std::shared_ptr<worker::WorkerService::Stub>& stub) {
-    Reply reply;
-    grpc::ClientContext context;
-    reply.status = stub->Step(&context, request, &reply.result);
-    return reply;
-  };
-  // Ranks 1.. on their own threads, rank 0 on this one: no thread per step
-  // for NUM_SHARD=1.
-  std::vector<std::future<Reply>> others;
-  for (size_t rank = 1; rank < stubs.size(); ++rank) {
-    others.push_back(std::async(std::launch::async, [&, rank] { return call(stubs[rank]); }));
-  }
-  std::vector<Reply> done;
-  done.push_back(call(stubs[0]));
-  for (auto& reply : others) done.push_back(reply.get());
-  for (size_t rank = 0; rank < done.size(); ++rank) {
-    if (!done[rank].status.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("rank ", rank, ": ", done[rank].status.error_message()));
+  EnsureStreams();
+  // Every rank gets the plan before any is waited on, so the ranks step
+  // together; a write blocks only until gRPC has the message.
+  absl::Status failed;
+  size_t written = 0;
+  for (; written < streams_.size(); ++written) {
+    if (!streams_[written].stream->Write(request)) {
+      failed = RankError(written);
+      break;
     }
   }
-  return FromProto(done[0].result);
+  worker::StepResult rank0;
+  worker::StepResult other;
+  for (size_t rank = 0; rank < written; ++rank) {
+    if (streams_[rank].stream->Read(rank == 0 ? &rank0 : &other)) continue;
+    if (failed.ok()) failed = RankError(rank);
+  }
+  if (!failed.ok()) {
+    CloseStreams();  // The next step opens new ones.
+    return failed;
+  }
+  return FromProto(rank0);
 }
 
 }  // namespace fms

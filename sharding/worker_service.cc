@@ -33,14 +33,27 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const worker::InfoRequest
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::Step(grpc::ServerContext*, const worker::StepPlan* request,
-                                 worker::StepResult* response) {
+grpc::Status WorkerService::Steps(
+    grpc::ServerContext*,
+    grpc::ServerReaderWriter<worker::StepResult, worker::StepPlan>* stream) {
+  worker::StepPlan request;
+  worker::StepResult response;
+  while (stream->Read(&request)) {
+    const grpc::Status status = RunStep(request, &response);
+    if (!status.ok()) return status;
+    if (!stream->Write(response)) break;  // The front end has gone.
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::RunStep(const worker::StepPlan& request,
+                                    worker::StepResult* response) {
   using Clock = std::chrono::steady_clock;
   auto micros = [](Clock::duration d) {
     return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
   };
   const Clock::time_point received = Clock::now();
-  auto plan = FromProto(*request);
+  auto plan = FromProto(request);
   if (!plan.ok()) return ToGrpc(plan.status());
   const Clock::time_point decoded = Clock::now();
   absl::StatusOr<StepResult> result;

@@ -1,4 +1,4 @@
-// The gRPC side of an fms-worker: Info, Step, adapters and Health over the
+// The gRPC side of an fms-worker: Info, Steps, adapters and Health over the
 // Engine that owns this rank's model. Steps run one at a time on the worker's
 // compute thread, whichever gRPC thread received them; adapters load on the
 // receiving thread, beside the steps (they need no collective).
@@ -21,8 +21,11 @@ class WorkerService final : public worker::WorkerService::Service {
 
   grpc::Status Info(grpc::ServerContext* context, const worker::InfoRequest* request,
                     worker::InfoResponse* response) override;
-  grpc::Status Step(grpc::ServerContext* context, const worker::StepPlan* request,
-                    worker::StepResult* response) override;
+  // One StepResult per StepPlan until the front end closes the stream; a
+  // refused step ends it with the refusal.
+  grpc::Status Steps(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<worker::StepResult, worker::StepPlan>* stream) override;
   grpc::Status LoadAdapter(grpc::ServerContext* context,
                            const worker::LoadAdapterRequest* request,
                            worker::LoadAdapterResponse* response) override;
@@ -33,6 +36,9 @@ class WorkerService final : public worker::WorkerService::Service {
                       worker::HealthResponse* response) override;
 
  private:
+  // One step: decode, run on the compute thread, encode, with its timings.
+  grpc::Status RunStep(const worker::StepPlan& request, worker::StepResult* response);
+
   Engine* const engine_;
   ComputeThread* const compute_;
   const int rank_;
