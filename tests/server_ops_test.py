@@ -28,7 +28,9 @@ def test_bad_model_path_exits_with_a_one_line_reason(test_models):
 
 @pytest.mark.parametrize("shards", [1, 2])
 def test_sigterm_drains_in_flight_streams_and_exits_zero(pb, health_pb, test_models, shards):
-    process, port = start_server(test_models, "--drain-grace-seconds=20",
+    # The grace only has to outlast the stream: generous, for sanitizer builds
+    # (450 tokens took over 20 s under TSan).
+    process, port = start_server(test_models, "--drain-grace-seconds=300",
                                  f"--num-shard={shards}", f"--master-port={free_port()}")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = wait_ready(pb, channel, process)
@@ -304,9 +306,12 @@ def test_a_call_whose_deadline_the_queue_would_outlast_is_shed_at_once(pb, test_
         short = pb[0].BatchedGenerationRequest(
             requests=[pb[0].GenerationRequest(text="Water")],
             params=pb[0].Parameters(stopping=pb[0].StoppingCriteria(max_new_tokens=2)))
-        assert stub.Generate(short, timeout=60).responses[0].generated_token_count == 2
+        # Long: well past two inference times, however slow this build (TSan's
+        # 500 tokens take over 30 s).
+        long_s = max(60.0, 4 * one_input_s)
+        assert stub.Generate(short, timeout=long_s).responses[0].generated_token_count == 2
         assert stub.Generate(short).responses[0].generated_token_count == 2
-        busy.result(timeout=60)
+        busy.result(timeout=long_s)
     finally:
         process.terminate()
         process.wait(timeout=30)
