@@ -80,14 +80,15 @@ LinearWeight MakeLinearWeight(at::Tensor w) {
   return weight;
 }
 
-// Up to the kernels' rows the kernels win (a packed product at 8 and 16 rows
-// tied or lost to them); above, the packed product beats at::linear's
-// reorder-per-call: SmolLM2 bf16 steps of 64 rows 92-113 -> 76-95 ms
-// (docs/benchmarks.md, "Prepacked bf16 weights").
+// Up to the kernels' rows the kernels win (a packed bf16 product at 8 and 16
+// rows tied or lost to them); above, the packed product beats at::linear's
+// reorder per call (bf16: SmolLM2 steps of 64 rows 92-113 -> 76-95 ms) and
+// MKL's sgemm (fp32: a 107-token prompt's projections 2.5x faster), docs/
+// benchmarks.md, "Prepacked bf16 weights" and "Prepacked fp32 weights".
 at::Tensor Linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& b) {
-  if (w.packed.defined() && x.size(0) > kMaxBf16KernelRows) {
-    return OneDnnLinear(x, w.packed, b);
-  }
+  const int64_t kernel_rows =
+      x.scalar_type() == at::kFloat ? kMaxFp32KernelRows : kMaxBf16KernelRows;
+  if (w.packed.defined() && x.size(0) > kernel_rows) return OneDnnLinear(x, w.packed, b);
   return Linear(x, w.w, b);
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "model/bf16_gemv.h"
+#include "model/fp32_gemv.h"
 
 namespace fms {
 namespace {
@@ -21,12 +22,13 @@ c10::OperatorHandle Op(const char* name) {
 }  // namespace
 
 bool PacksForOneDnn(const at::Tensor& w) {
-  return AT_MKLDNN_ENABLED() && w.device().is_cpu() && w.scalar_type() == at::kBFloat16 &&
-         w.dim() == 2 && HasBf16DotProduct();
+  if (!AT_MKLDNN_ENABLED() || !w.device().is_cpu() || w.dim() != 2) return false;
+  if (w.scalar_type() == at::kBFloat16) return HasBf16DotProduct();
+  return w.scalar_type() == at::kFloat && HasAvx512();
 }
 
 at::Tensor PackForOneDnn(const at::Tensor& w) {
-  TORCH_CHECK(PacksForOneDnn(w), "PackForOneDnn: a 2-D bf16 CPU weight");
+  TORCH_CHECK(PacksForOneDnn(w), "PackForOneDnn: a 2-D bf16 or fp32 CPU weight");
   static const c10::OperatorHandle reorder = Op("mkldnn::_reorder_linear_weight");
   // The batch size is a hint for the layout; one layout serves every batch.
   constexpr int64_t kLayoutBatch = 64;

@@ -64,8 +64,31 @@ TEST_F(OneDnnLinearTest, LinearUsesThePackedCopyOnlyForManyRows) {
   }
 }
 
-TEST(OneDnnLinearPlainTest, Fp32WeightsAreNotPacked) {
-  EXPECT_FALSE(MakeLinearWeight(at::randn({8, 8})).packed.defined());
+TEST(OneDnnLinearFp32Test, PackedFp32ProductMatchesExactAboveTheKernelsRows) {
+  if (!PacksForOneDnn(at::empty({2, 2}))) GTEST_SKIP() << "no AVX-512F or no oneDNN";
+  c10::InferenceMode inference;
+  at::manual_seed(2);
+  const LinearWeight weight = MakeLinearWeight(at::randn({96, 80}));
+  ASSERT_TRUE(weight.packed.defined());
+  const at::Tensor b = at::randn({96});
+  for (int64_t rows : {1, 64, 65, 130}) {
+    const at::Tensor x = at::randn({rows, 80});
+    const at::Tensor y = Linear(x, weight, b);
+    const at::Tensor xd = x.to(at::kDouble), wd = weight.w.to(at::kDouble);
+    const at::Tensor exact = at::matmul(xd, wd.t()) + b.to(at::kDouble);
+    const at::Tensor magnitude = at::matmul(xd.abs(), wd.abs().t()) + b.to(at::kDouble).abs();
+    // fp32 accumulation: well within 1e-5 of the sum of |products|.
+    EXPECT_LE(((y.to(at::kDouble) - exact).abs() - magnitude * 1e-5).max().item<double>(), 0.0)
+        << "rows " << rows;
+    if (rows > 64) {
+      EXPECT_TRUE(at::equal(y, OneDnnLinear(x, weight.packed, b))) << rows;
+    }
+  }
+}
+
+TEST(OneDnnLinearPlainTest, IntegerAndOneDimensionalWeightsAreNotPacked) {
+  EXPECT_FALSE(PacksForOneDnn(at::ones({8, 8}, at::kInt)));
+  EXPECT_FALSE(PacksForOneDnn(at::ones({8}, at::kBFloat16)));
 }
 
 }  // namespace
