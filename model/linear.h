@@ -8,8 +8,8 @@
 // model/bf16_gemv.h in bf16 on CPUs with AVX512-BF16 (oneDNN's bf16
 // matrix-vector path reads a fraction of the bandwidth) and through
 // model/fp32_gemv.h in fp32 on CPUs with AVX-512F; elsewhere through
-// at::linear per slice. Above the kernels' rows, a bf16 weight that the
-// model packed at load goes through oneDNN's prepacked matmul
+// at::linear per slice. Above the kernels' rows, a weight that the model
+// packed at load (bf16 or fp32) goes through oneDNN's prepacked matmul
 // (model/onednn_linear.h).
 
 #ifndef FMS_MODEL_LINEAR_H_
