@@ -2,12 +2,12 @@
 (bazel-bin/server/fms-server) and the peer (vLLM CPU + vllm-tgis-adapter, installed by
 tools/peer/install), each in a process group of its own on loopback ports."""
 
+import multiprocessing
 import os
 import pathlib
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import grpc
@@ -66,6 +66,15 @@ def peer_command(venv, model, dtype, grpc_port, http_port, max_batch, max_seq, c
             "--port", str(http_port), "--grpc-port", str(grpc_port)], env
 
 
+def sample_peak_rss(pid, peak, stop):
+    """Keeps in `peak` the largest tree_rss_mb(pid) seen every 0.5 s until `stop` is set.
+    Runs in a process of its own: walking /proc in a thread of the load generator held the
+    GIL and delayed the client's token timestamps (ITL stalls of 30-65 ms at c=1)."""
+    while not stop.is_set():
+        peak.value = max(peak.value, tree_rss_mb(pid))
+        stop.wait(0.5)
+
+
 class Server:
     """One server process: start() returns once gRPC health says SERVING."""
 
@@ -75,8 +84,7 @@ class Server:
         self.log_path = log_path
         self.proc = None
         self.startup_s = None
-        self.peak_rss_mb = 0.0
-        self._sampling = False
+        self._peak = self._stop_sampling = self._sampler = None
 
     def start(self, timeout_s=900):
         pb = stubs.load()
@@ -101,20 +109,24 @@ class Server:
                     pass
                 time.sleep(0.1)
         self.startup_s = time.perf_counter() - start
-        self._sampling = True
-        threading.Thread(target=self._sample_rss, daemon=True).start()
+        context = multiprocessing.get_context("spawn")
+        self._peak, self._stop_sampling = context.Value("d", 0.0), context.Event()
+        self._sampler = context.Process(target=sample_peak_rss, daemon=True,
+                                        args=(self.proc.pid, self._peak, self._stop_sampling))
+        self._sampler.start()
         return self
 
-    def _sample_rss(self):
-        while self._sampling and self.proc.poll() is None:
-            self.peak_rss_mb = max(self.peak_rss_mb, tree_rss_mb(self.proc.pid))
-            time.sleep(0.5)
+    @property
+    def peak_rss_mb(self):
+        return self._peak.value if self._peak is not None else 0.0
 
     def rss_mb(self):
         return tree_rss_mb(self.proc.pid)
 
     def stop(self):
-        self._sampling = False
+        if self._sampler is not None:
+            self._stop_sampling.set()
+            self._sampler.join(timeout=10)
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
