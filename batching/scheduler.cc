@@ -139,8 +139,31 @@ bool Scheduler::ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t
   return true;
 }
 
+bool Scheduler::Holdable(const Sequence& seq) const {
+  return seq.generated.empty() && seq.held_steps < config_.max_waiting_tokens;
+}
+
+int64_t Scheduler::ReadyPromptWork() {
+  const auto work = [&](const Sequence& seq, int64_t cached) -> int64_t {
+    return seq.pending() > 1 ? seq.pending() - cached - Holdable(seq) : 0;
+  };
+  int64_t total = 0;
+  for (SequenceId id : running_) total += work(sequences_.at(id), 0);
+  int64_t slots = config_.max_batch_size - static_cast<int64_t>(running_.size());
+  int64_t free = allocator_.num_free();
+  for (SequenceId id : waiting_) {
+    Sequence& seq = sequences_.at(id);
+    const int64_t need = (seq.total() + config_.block_size - 1) / config_.block_size;
+    if (slots-- <= 0 || need > free) break;
+    free -= need;
+    total += work(seq, static_cast<int64_t>(MatchPrefix(seq).size()) * config_.block_size);
+  }
+  return total;
+}
+
 bool Scheduler::TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan) {
-  const int64_t n = std::min({seq.pending(), max_tokens, budget_});
+  int64_t n = std::min({seq.pending(), max_tokens, budget_});
+  if (Held(seq)) n = std::min(n, seq.pending() - 1);
   if (n <= 0 || num_scheduled_ >= config_.max_batch_size) {
     return false;
   }
@@ -176,7 +199,8 @@ bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
   const std::vector<int32_t> hits = MatchPrefix(seq);
   const int64_t num_hits = static_cast<int64_t>(hits.size());
   const int64_t cached = num_hits * config_.block_size;
-  const int64_t n = std::min(seq.pending() - cached, budget_);
+  int64_t n = std::min(seq.pending() - cached, budget_);
+  if (Held(seq)) n = std::min(n, seq.pending() - cached - 1);
   int64_t free = allocator_.num_free();
   for (int32_t block : hits) free -= allocator_.ref_count(block) == 0;
   const int64_t need = (cached + n + config_.block_size - 1) / config_.block_size - num_hits;
@@ -203,6 +227,20 @@ bool Scheduler::TryAdmit(SequenceId id, StepPlan* plan) {
   return true;
 }
 
+bool Scheduler::BurstOverflows() {
+  int64_t decodes = 0;
+  for (SequenceId id : running_) {
+    const Sequence& seq = sequences_.at(id);
+    decodes += seq.pending() == 1 && !seq.generated.empty();
+  }
+  decodes = std::min(decodes, config_.max_batch_size);
+  int64_t prompt_budget = config_.max_tokens_per_step - decodes;
+  if (const std::optional<int64_t> cap = cost_.PromptBudget(decodes)) {
+    prompt_budget = std::min(prompt_budget, *cap);
+  }
+  return ReadyPromptWork() > prompt_budget;
+}
+
 StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* events) {
   ApplyFinishes(now, events);
   StepPlan plan{.step = ++step_};
@@ -211,6 +249,7 @@ StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* 
   num_scheduled_ = 0;
   preempted_.clear();
   in_flight_.clear();
+  hold_ = config_.hold_burst_first_tokens && BurstOverflows();
   for (SequenceId id : std::vector<SequenceId>(running_)) {  // 1. decodes
     Sequence& seq = sequences_.at(id);
     if (seq.pending() == 1 && seq.running) {
@@ -236,6 +275,7 @@ StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* 
   while (!waiting_.empty() && TryAdmit(waiting_.front(), &plan)) {  // 4. FIFO
   }
   for (SequenceId id : waiting_) ++sequences_.at(id).waiting_steps;
+  for (SequenceId id : running_) sequences_.at(id).held_steps += Held(sequences_.at(id));
   tokens_last_step_ = 0;
   for (const ScheduledChunk& chunk : plan.chunks) {
     tokens_last_step_ += static_cast<int64_t>(chunk.token_ids.size());

@@ -12,7 +12,16 @@
 // A long prompt is split into chunks that fit the remaining budget. While
 // decodes run, prompt chunks get at most what keeps the step within
 // mixed_step_ratio decode-only steps (step_cost.h, learned from the step
-// times the batcher reports), so streams do not stall behind a prefill. Before a
+// times the batcher reports), so streams do not stall behind a prefill.
+//
+// Bursts (hold_burst_first_tokens): when the prompt work ready to run is more
+// than a step's prompt budget, prompts that have produced no token yet are
+// computed up to their last token and wait there; when the rest of the work
+// fits in one step, their last tokens run together and the streams start
+// together. Otherwise the first prompts of a burst would start streaming and
+// then stall for every later prompt's chunk (64 closed-loop clients at once:
+// ITL p99 4x p50; docs/benchmarks.md, "First tokens of a burst together").
+// A sequence is held at most max_waiting_tokens steps. Before a
 // chunk runs, its sequence reserves the blocks the chunk needs. When a running
 // sequence cannot get blocks, the youngest running sequence not yet scheduled
 // in this step is preempted: its blocks are freed and it goes back to the
@@ -64,6 +73,7 @@ struct SchedulerConfig {
   int64_t num_blocks = 0;            // KV cache blocks.
   int64_t block_size = 16;           // Token positions per block.
   bool enable_prefix_caching = false;  // Reuse cached full blocks at admission.
+  bool hold_burst_first_tokens = false;  // A burst's streams start together (above).
   std::vector<int32_t> eos_token_ids;
 };
 
@@ -116,6 +126,7 @@ class Scheduler {
     uint64_t scheduled_in_step = 0;   // The last plan that included it.
     bool prompt_details_pending = false;
     int64_t waiting_steps = 0;
+    int64_t held_steps = 0;  // Steps its first token was held back (bursts).
     FinishReason pending_finish = FinishReason::kNotFinished;
     std::vector<BlockKey> keys;          // Of full blocks, from block 0; kept when preempted.
     int64_t registered = 0;              // Leading blocks whose keys the allocator knows.
@@ -138,6 +149,17 @@ class Scheduler {
 
   void ApplyFinishes(Clock::time_point now, std::vector<SequenceEvent>* events);
   bool TrySchedule(Sequence& seq, int64_t max_tokens, StepPlan* plan);
+  // Whether a burst may hold back `seq`'s first token: it has none yet and
+  // was held fewer than max_waiting_tokens steps.
+  bool Holdable(const Sequence& seq) const;
+  // Whether a burst holds it back in the plan being built.
+  bool Held(const Sequence& seq) const { return hold_ && Holdable(seq); }
+  // Prompt tokens ready to run this step (of running sequences and of the
+  // waiting ones that free slots and blocks admit), less the last token of
+  // each sequence without a token yet.
+  int64_t ReadyPromptWork();
+  // Whether the ready prompt work is more than this step's prompt budget.
+  bool BurstOverflows();
   bool TryAdmit(SequenceId id, StepPlan* plan);
   bool ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added);
   void Preempt(Sequence& seq);
@@ -158,6 +180,7 @@ class Scheduler {
   std::vector<SequenceId> preempted_;   // In the plan being built.
   uint64_t step_ = 0;
   int64_t budget_ = 0;
+  bool hold_ = false;  // A burst holds first tokens in the plan being built.
   int64_t preemptions_ = 0;
   int64_t tokens_last_step_ = 0;
   int64_t prefix_queries_ = 0;

@@ -8,6 +8,7 @@
 // very prefix of the sequence that takes it.
 
 #include <map>
+#include <tuple>
 #include <random>
 #include <vector>
 
@@ -27,10 +28,11 @@ struct Tracker {
   FinishReason reason = FinishReason::kNotFinished;
 };
 
-class SchedulerProperty : public ::testing::TestWithParam<bool> {};
+// Parameters: prefix caching, holding a burst's first tokens.
+class SchedulerProperty : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
 
 TEST_P(SchedulerProperty, TenThousandRandomRequests) {
-  const bool caching = GetParam();
+  const auto [caching, hold] = GetParam();
   std::mt19937_64 rng(20261129);
   auto uniform = [&](int lo, int hi) {
     return std::uniform_int_distribution<int>(lo, hi)(rng);
@@ -38,6 +40,7 @@ TEST_P(SchedulerProperty, TenThousandRandomRequests) {
   const SchedulerConfig config{.max_batch_size = 16, .max_tokens_per_step = 48,
                                .max_waiting_tokens = 6, .num_blocks = 40,
                                .block_size = 4, .enable_prefix_caching = caching,
+                               .hold_burst_first_tokens = hold,
                                .eos_token_ids = {kEos}};
   std::vector<std::vector<int32_t>> prefixes(5);
   for (auto& prefix : prefixes) {
@@ -130,7 +133,8 @@ TEST_P(SchedulerProperty, TenThousandRandomRequests) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(PrefixCaching, SchedulerProperty, ::testing::Bool());
+INSTANTIATE_TEST_SUITE_P(CachingAndBursts, SchedulerProperty,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()));
 
 }  // namespace
 }  // namespace fms

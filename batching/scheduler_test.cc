@@ -115,6 +115,33 @@ TEST(Scheduler, WaitingRequestIsAdmittedAfterMaxWaitingTokensSteps) {
   EXPECT_EQ(t.Step(), "1:6");
 }
 
+TEST(Scheduler, BurstStartsItsStreamsTogetherAndNeverHoldsARunningStream) {
+  Timeline t({.max_batch_size = 4, .max_tokens_per_step = 8, .num_blocks = 32,
+              .block_size = 4, .hold_burst_first_tokens = true});
+  t.Add(1, 4, 10);
+  EXPECT_EQ(t.Step(), "1:4+");
+  t.Add(2, 6, 4);  // 5 + 5 tokens before the last ones: more than 7 of budget
+  t.Add(3, 6, 4);
+  EXPECT_EQ(t.Step(), "1:1+ 2:5 3:2");  // 2 stops short of its last token
+  EXPECT_EQ(t.Step(), "1:1+ 2:1+ 3:4+");  // the rest fits: both start
+  EXPECT_EQ(t.Step(), "1:1+ 2:1+ 3:1+");
+  EXPECT_EQ(t.Tokens(1), 4);
+}
+
+TEST(Scheduler, BurstHoldsAFirstTokenAtMostMaxWaitingTokensSteps) {
+  Timeline t({.max_batch_size = 4, .max_tokens_per_step = 4, .max_waiting_tokens = 2,
+              .num_blocks = 64, .block_size = 4, .hold_burst_first_tokens = true});
+  t.Add(1, 3, 1);
+  t.Add(2, 20, 1);
+  EXPECT_EQ(t.Step(), "1:2 2:2");
+  EXPECT_EQ(t.Step(), "2:4");      // 1 waits at its last token
+  EXPECT_EQ(t.Step(), "1:1+ 2:3");  // held twice: it goes
+  EXPECT_EQ(t.FinalReason(1), FinishReason::kMaxTokens);
+  EXPECT_EQ(t.Step(), "2:4");
+  EXPECT_EQ(t.Step(), "2:4");
+  EXPECT_EQ(t.Step(), "2:3+");
+}
+
 TEST(Scheduler, PreemptsTheYoungestAndRecomputesIt) {
   // 6 blocks of 2: each sequence grows one block every other decode.
   Timeline t({.max_batch_size = 4, .max_tokens_per_step = 16, .num_blocks = 6,

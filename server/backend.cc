@@ -88,6 +88,7 @@ absl::Status ConnectBackend(const ServerConfig& config, Backend& b) {
                                       .num_blocks = info.num_blocks,
                                       .block_size = info.block_size,
                                       .enable_prefix_caching = config.enable_prefix_caching,
+                                      .hold_burst_first_tokens = config.hold_burst_first_tokens,
                                       .eos_token_ids = eos},
       b.metrics.get());
   b.options.context = {.tokenizer = b.tokenizer.get(), .max_sequence_length = max_seq,

@@ -182,6 +182,10 @@ const std::vector<Option>& Options() {
        "steps, learned from step times; 0 or 1: prompts take MAX_NUM_BATCHED_TOKENS "
        "[default: 0]",
        false, Ratio(&ServerConfig::mixed_step_ratio)},
+      {"hold-burst-first-tokens", "HOLD_BURST_FIRST_TOKENS",
+       "when more prompt work is ready than a step takes, the streams of the burst start "
+       "together once it is computed [default: true]",
+       true, Bool(&ServerConfig::hold_burst_first_tokens)},
       {"kv-cache-memory", "KV_CACHE_MEMORY",
        "bytes of KV cache per worker (vLLM's kv_cache_memory_bytes), at least one "
        "MAX_SEQUENCE_LENGTH sequence [default: 4 GiB]",

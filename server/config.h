@@ -74,6 +74,12 @@ struct ServerConfig {
   // since the cut halved throughput under load with distinct prompts
   // (docs/benchmarks.md, "MIXED_STEP_RATIO under load").
   double mixed_step_ratio = 0;
+  // HOLD_BURST_FIRST_TOKENS: when more prompt work is ready than one step
+  // takes, prompts wait at their last token until the rest fits in a step,
+  // so a burst's streams start together instead of the first ones stalling
+  // behind the later ones' chunks (batching/scheduler.h). Each waits at most
+  // MAX_WAITING_TOKENS steps.
+  bool hold_burst_first_tokens = true;
   // KV_CACHE_MEMORY (vLLM's kv_cache_memory_bytes): each worker's KV pool,
   // in bytes; the worker sizes its pool from it (model/kv_cache.h). 0: 4 GiB.
   // Never less than one sequence of max_sequence_length; on the CPU its pages

@@ -29,6 +29,7 @@ TEST(ServerConfig, DefaultsAreTgisDefaults) {
   EXPECT_TRUE(config.enable_prefix_caching);
   EXPECT_EQ(config.max_num_batched_tokens, 512u);
   EXPECT_EQ(config.mixed_step_ratio, 0.0);
+  EXPECT_TRUE(config.hold_burst_first_tokens);
   EXPECT_EQ(config.kv_cache_memory, 0u);
   EXPECT_EQ(config.max_concurrent_requests, 512u);
   EXPECT_EQ(config.max_waiting_tokens, 24u);
