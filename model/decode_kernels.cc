@@ -98,12 +98,18 @@ void RotateAndCache(const QkvLayout& layout, const at::Tensor& cos, const at::Te
     E* base = qkv.mutable_data_ptr<E>();
     E* keys = key_cache.mutable_data_ptr<E>();
     E* values = value_cache.mutable_data_ptr<E>();
+    const bool vector = HasRowKernels<E>();
     at::parallel_for(0, qkv.size(0), RowGrain(width), [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         E* row = base + t * width;
         const float* c = cos.const_data_ptr<float>() + t * d;
         const float* s = sin.const_data_ptr<float>() + t * d;
-        RotateRow(row, c, s, layout.heads + layout.kv_heads, d);  // q and k are adjacent
+        // q and k are adjacent.
+        if (vector) {
+          RopeRow(row, c, s, layout.heads + layout.kv_heads, d);
+        } else {
+          RotateRow(row, c, s, layout.heads + layout.kv_heads, d);
+        }
         const E* k = row + layout.heads * d;
         std::copy(k, k + kv_values, keys + slots[t] * kv_values);
         std::copy(k + kv_values, k + 2 * kv_values, values + slots[t] * kv_values);

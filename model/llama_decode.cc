@@ -14,11 +14,13 @@
 
 namespace fms {
 
+bool LlamaModel::UsesRowLoops() const {
+  return !options_.eager_baseline && options_.device.is_cpu() &&
+         (options_.dtype == at::kFloat || options_.dtype == at::kBFloat16);
+}
+
 bool LlamaModel::UsesDecodePath(const ForwardBatch& batch) const {
-  if (options_.eager_baseline || !options_.device.is_cpu() ||
-      (options_.dtype != at::kFloat && options_.dtype != at::kBFloat16)) {
-    return false;
-  }
+  if (!UsesRowLoops()) return false;
   for (const SequenceChunk& s : batch.sequences) {
     if (s.num_tokens != 1) return false;
   }

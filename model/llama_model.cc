@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/decode_kernels.h"
 #include "model/linear.h"
 #include "model/lora_batch.h"
 #include "model/paged_attention.h"
@@ -29,6 +30,7 @@ KvCache LlamaModel::MakeCache(const KvCacheOptions& options) const {
 }
 
 at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
+  if (UsesRowLoops()) return RmsNormRows(x.contiguous(), weight, config_.rms_norm_eps);
   const at::Tensor x32 = x.to(at::kFloat);
   const at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
   return weight * (x32 * at::rsqrt(variance + config_.rms_norm_eps)).to(x.scalar_type());
@@ -56,8 +58,14 @@ at::Tensor LlamaModel::Mlp(int64_t layer, const at::Tensor& x, const LoraBatch& 
       options_.eager_baseline ? UnfusedLinear(x, w.gate_up.w, w.gate_up_bias, {inter, inter})
                               : Linear(x, w.gate_up, w.gate_up_bias);
   if (!lora.empty()) lora.Apply(layer, LoraSite::kGateUp, x, gate_up);
-  const auto halves = gate_up.chunk(2, -1);
-  return RowParallel(at::silu(halves[0]) * halves[1], w.down, w.down_bias,
+  at::Tensor act;  // [T, intermediate]
+  if (UsesRowLoops()) {
+    act = SiluMul(gate_up);
+  } else {
+    const auto halves = gate_up.chunk(2, -1);
+    act = at::silu(halves[0]) * halves[1];
+  }
+  return RowParallel(act, w.down, w.down_bias,
                      [&](const at::Tensor& in, at::Tensor& out) {
                        if (!lora.empty()) lora.Apply(layer, LoraSite::kDown, in, out);
                      });
@@ -120,14 +128,41 @@ at::Tensor LlamaModel::Logits(const at::Tensor& last) const {
   return all.narrow(1, 0, config_.vocab_size);  // Drops the last rank's padding.
 }
 
+at::Tensor LlamaModel::RotateAndWrite(const AttentionPlan& plan, const at::Tensor& cos,
+                                      const at::Tensor& sin, int64_t layer, at::Tensor& qkv,
+                                      KvCache& cache) const {
+  const int64_t tokens = qkv.size(0), heads = layout_.heads, kv_heads = layout_.kv_heads;
+  const int64_t d = config_.head_dim;
+  if (UsesRowLoops()) {
+    const int64_t* slots = plan.write_slots.const_data_ptr<int64_t>();
+    RotateAndCache({heads, kv_heads, d}, cos, sin,
+                   std::vector<int64_t>(slots, slots + tokens), qkv, cache.keys(layer),
+                   cache.values(layer));
+    return qkv.narrow(1, 0, heads * d).view({tokens, heads, d});
+  }
+  // q [T, heads, d], k/v [T, kv_heads, d]
+  const auto parts = qkv.split({heads * d, kv_heads * d, kv_heads * d}, -1);
+  const at::Tensor k = Rope::Apply(parts[1].view({tokens, kv_heads, d}), cos, sin);
+  cache.keys(layer).index_copy_(0, plan.write_slots, k);
+  cache.values(layer).index_copy_(0, plan.write_slots,
+                                  parts[2].reshape({tokens, kv_heads, d}));
+  return Rope::Apply(parts[0].view({tokens, heads, d}), cos, sin);
+}
+
+void LlamaModel::AddResidual(at::Tensor& hidden, const at::Tensor& y) const {
+  if (UsesRowLoops()) {
+    AddInPlace(hidden, y.contiguous());
+  } else {
+    hidden = hidden + y;
+  }
+}
+
 at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const {
   if (UsesDecodePath(batch)) return ForwardDecodes(batch, cache);
   const AttentionPlan plan = BuildAttentionPlan(batch, cache.block_size(), options_.device,
                                                 /*batch_decodes=*/!options_.eager_baseline);
   const auto [cos, sin] = rope_.CosSin(plan.positions);  // [T, head_dim] each
   const int64_t tokens = static_cast<int64_t>(batch.token_ids.size());
-  const int64_t heads = layout_.heads, kv_heads = layout_.kv_heads;
-  const int64_t d = config_.head_dim;
   const at::Tensor ids =
       at::tensor(at::ArrayRef<int32_t>(batch.token_ids), at::kInt)
           .to(options_.device, at::kLong);
@@ -136,21 +171,16 @@ at::Tensor LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) const 
   const LoraBatch lora(batch, options_.device);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    // [T, (heads + 2 * kv_heads) * d] -> q [T, heads, d], k/v [T, kv_heads, d]
-    const at::Tensor qkv = Qkv(l, RmsNorm(hidden, w.input_norm), lora);
-    const auto parts = qkv.split({heads * d, kv_heads * d, kv_heads * d}, -1);
-    const at::Tensor q = Rope::Apply(parts[0].view({tokens, heads, d}), cos, sin);
-    const at::Tensor k = Rope::Apply(parts[1].view({tokens, kv_heads, d}), cos, sin);
-    cache.keys(l).index_copy_(0, plan.write_slots, k);
-    cache.values(l).index_copy_(0, plan.write_slots,
-                                parts[2].reshape({tokens, kv_heads, d}));
+    // [T, (heads + 2 * kv_heads) * d]
+    at::Tensor qkv = Qkv(l, RmsNorm(hidden, w.input_norm), lora);
+    const at::Tensor q = RotateAndWrite(plan, cos, sin, l, qkv, cache);  // [T, heads, d]
     const at::Tensor attn =
         PagedAttention(plan, q, cache.keys(l), cache.values(l));  // [T, heads, d]
-    hidden = hidden + RowParallel(attn.view({tokens, heads * d}), w.o, w.o_bias,
-                                  [&](const at::Tensor& in, at::Tensor& out) {
-                                    if (!lora.empty()) lora.Apply(l, LoraSite::kO, in, out);
-                                  });
-    hidden = hidden + Mlp(l, RmsNorm(hidden, w.post_norm), lora);
+    AddResidual(hidden, RowParallel(attn.view({tokens, -1}), w.o, w.o_bias,
+                                    [&](const at::Tensor& in, at::Tensor& out) {
+                                      if (!lora.empty()) lora.Apply(l, LoraSite::kO, in, out);
+                                    }));
+    AddResidual(hidden, Mlp(l, RmsNorm(hidden, w.post_norm), lora));
   }
   // [R, hidden] -> [R, vocab]
   const at::Tensor last = RmsNorm(hidden.index_select(0, plan.logit_rows), final_norm_);

@@ -23,6 +23,8 @@
 
 namespace fms {
 
+struct AttentionPlan;  // model/paged_attention.h
+
 class LoraBatch;
 
 struct LlamaOptions {
@@ -98,8 +100,11 @@ class LlamaModel {
   // last [R, hidden] -> fp32 logits [R, vocab] on rank 0, undefined elsewhere.
   at::Tensor Logits(const at::Tensor& last) const;
 
-  // True when `batch` runs through ForwardDecodes: one-token decodes only, on
+  // True when the elementwise steps run as the loops of decode_kernels.h: on
   // the CPU, in float or bfloat16, not the eager baseline.
+  bool UsesRowLoops() const;
+  // True when `batch` runs through ForwardDecodes: one-token decodes only,
+  // where UsesRowLoops.
   bool UsesDecodePath(const ForwardBatch& batch) const;
   // Forward for such a batch (llama_decode.cc): the same model with the
   // elementwise steps as plain loops and attention reading the cache in place.
@@ -111,6 +116,15 @@ class LlamaModel {
   at::Tensor Qkv(int64_t layer, const at::Tensor& x, const LoraBatch& lora) const;
   // x [T, hidden] -> [T, hidden], fp32 statistics.
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  // Rotates q and k of qkv [T, (heads + 2 * kv_heads) * d] by cos, sin
+  // [T, d] (Rope::CosSin of the plan's positions) and writes k and v to layer
+  // `layer`'s cache slots; returns q [T, heads, d] (a view of qkv where
+  // UsesRowLoops).
+  at::Tensor RotateAndWrite(const AttentionPlan& plan, const at::Tensor& cos,
+                            const at::Tensor& sin, int64_t layer, at::Tensor& qkv,
+                            KvCache& cache) const;
+  // hidden += y ([T, hidden] each), in place where UsesRowLoops.
+  void AddResidual(at::Tensor& hidden, const at::Tensor& y) const;
 
   LlamaConfig config_;
   ShardLayout layout_;

@@ -112,6 +112,30 @@ FMS_ROW_TARGET void AddImpl(E* a, const E* b, int64_t n) {
   }
 }
 
+template <typename E>
+FMS_ROW_TARGET void RopeImpl(E* x, const float* cos, const float* sin, int64_t heads,
+                             int64_t d) {
+  using L = Lanes<E>;
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; i += kLanes) {
+    const __mmask16 m = Mask(half - i);
+    const __m512 c0 = L::Round(_mm512_maskz_loadu_ps(m, cos + i));
+    const __m512 s0 = L::Round(_mm512_maskz_loadu_ps(m, sin + i));
+    const __m512 c1 = L::Round(_mm512_maskz_loadu_ps(m, cos + half + i));
+    const __m512 s1 = L::Round(_mm512_maskz_loadu_ps(m, sin + half + i));
+    for (E* v = x; v < x + heads * d; v += d) {
+      const __m512 a = L::Load(v + i, m), b = L::Load(v + half + i, m);
+      // First half a * c0 - b * s0, second b * c1 + a * s1; each product rounded.
+      const __m512 lo = _mm512_sub_ps(L::Round(_mm512_mul_ps(a, c0)),
+                                      L::Round(_mm512_mul_ps(b, s0)));
+      const __m512 hi = _mm512_add_ps(L::Round(_mm512_mul_ps(b, c1)),
+                                      L::Round(_mm512_mul_ps(a, s1)));
+      L::Store(v + i, lo, m);
+      L::Store(v + half + i, hi, m);
+    }
+  }
+}
+
 }  // namespace
 
 template <>
@@ -136,6 +160,11 @@ void AddRow(E* a, const E* b, int64_t n) {
   AddImpl(a, b, n);
 }
 
+template <typename E>
+void RopeRow(E* x, const float* cos, const float* sin, int64_t heads, int64_t d) {
+  RopeImpl(x, cos, sin, heads, d);
+}
+
 template void SiluMulRow(const float*, const float*, float*, int64_t);
 template void SiluMulRow(const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*, int64_t);
 template void RmsNormRow(const float*, const float*, float*, int64_t, float);
@@ -143,5 +172,7 @@ template void RmsNormRow(const c10::BFloat16*, const c10::BFloat16*, c10::BFloat
                          float);
 template void AddRow(float*, const float*, int64_t);
 template void AddRow(c10::BFloat16*, const c10::BFloat16*, int64_t);
+template void RopeRow(float*, const float*, const float*, int64_t, int64_t);
+template void RopeRow(c10::BFloat16*, const float*, const float*, int64_t, int64_t);
 
 }  // namespace fms

@@ -35,6 +35,12 @@ void RmsNormRow(const E* x, const E* w, E* y, int64_t n, float eps);
 template <typename E>
 void AddRow(E* a, const E* b, int64_t n);
 
+// Rotary embedding of `heads` vectors of d values at x, in place: x * cos +
+// rotate_half(x) * sin, cos and sin [d] fp32 rounded to E and every product
+// rounded to E, as transformers' apply_rotary_pos_emb in E. d even.
+template <typename E>
+void RopeRow(E* x, const float* cos, const float* sin, int64_t heads, int64_t d);
+
 }  // namespace fms
 
 #endif  // FMS_MODEL_ROW_KERNELS_H_

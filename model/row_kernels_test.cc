@@ -96,5 +96,28 @@ TYPED_TEST(RowKernelsTest, AddIsExactElementwiseAddition) {
   }
 }
 
+TYPED_TEST(RowKernelsTest, RopeMatchesTransformersFormulaInE) {
+  using E = TypeParam;
+  c10::InferenceMode inference;
+  at::manual_seed(4);
+  // Head widths with every tail of the half (1, 17, 32, 48 and 64 values).
+  for (int64_t d : {2, 34, 64, 96, 128}) {
+    const int64_t heads = 5, half = d / 2;
+    at::Tensor x = at::randn({heads, d}).to(TypeOf<E>());
+    const at::Tensor angles = at::rand({half}) * 1000;  // positions up to 1,000
+    const at::Tensor cos = at::cat({angles, angles}).cos(), sin = at::cat({angles, angles}).sin();
+    // transformers: x * cos + rotate_half(x) * sin, every op in E.
+    const at::Tensor rotated = at::cat({-x.narrow(1, half, half), x.narrow(1, 0, half)}, 1);
+    const at::Tensor ref = x * cos.to(TypeOf<E>()) + rotated * sin.to(TypeOf<E>());
+    RopeRow(x.mutable_data_ptr<E>(), cos.const_data_ptr<float>(), sin.const_data_ptr<float>(),
+            heads, d);
+    if (std::is_same_v<E, float>) {
+      ExpectClose(x, ref, "d " + std::to_string(d));  // GCC may fuse a product and a sum
+    } else {
+      EXPECT_TRUE(at::equal(x, ref)) << "d " << d;  // each bf16 rounding as LibTorch's
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fms
