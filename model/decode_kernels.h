@@ -1,14 +1,14 @@
-// The elementwise steps of a decode layer as plain loops, for the CPU decode
-// path (LlamaModel::ForwardDecodes).
+// The elementwise steps of a layer as plain loops, for the model's CPU paths
+// (LlamaModel::ForwardDecodes, and Forward where UsesRowLoops).
 //
 // At batch 1 a SmolLM2 layer's RMSNorms, rotary embedding, cache writes,
 // SiLU and residual adds are ~30 dispatched LibTorch ops on a few hundred
 // values each: more time in the dispatcher than in the arithmetic (docs/
 // benchmarks.md, "The CPU decode path"). Each function here is one loop over
 // the rows, parallel only when there are many. They round where the
-// LibTorch ops of LlamaModel::Forward round (every op's result in the model's
-// dtype, RMSNorm statistics in fp32), so the two paths agree to summation
-// order. float and bfloat16.
+// LibTorch ops of the eager baseline and the GPU path round (every op's
+// result in the model's dtype, RMSNorm statistics in fp32), so the paths
+// agree to summation order. float and bfloat16.
 
 #ifndef FMS_MODEL_DECODE_KERNELS_H_
 #define FMS_MODEL_DECODE_KERNELS_H_
