@@ -234,11 +234,7 @@ bool Scheduler::BurstOverflows() {
     decodes += seq.pending() == 1 && !seq.generated.empty();
   }
   decodes = std::min(decodes, config_.max_batch_size);
-  int64_t prompt_budget = config_.max_tokens_per_step - decodes;
-  if (const std::optional<int64_t> cap = cost_.PromptBudget(decodes)) {
-    prompt_budget = std::min(prompt_budget, *cap);
-  }
-  return ReadyPromptWork() > prompt_budget;
+  return ReadyPromptWork() > config_.max_tokens_per_step - decodes;
 }
 
 StepPlan Scheduler::Schedule(Clock::time_point now, std::vector<SequenceEvent>* events) {

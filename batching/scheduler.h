@@ -15,8 +15,10 @@
 // times the batcher reports), so streams do not stall behind a prefill.
 //
 // Bursts (hold_burst_first_tokens): when the prompt work ready to run is more
-// than a step's prompt budget, prompts that have produced no token yet are
-// computed up to their last token and wait there; when the rest of the work
+// than a step's token budget (max_tokens_per_step less the decodes; not the
+// mixed_step_ratio cap, which spreads a lone prompt over steps on purpose and
+// would hold every arrival beside a stream), prompts that have produced no
+// token yet are computed up to their last token and wait there; when the rest of the work
 // fits in one step, their last tokens run together and the streams start
 // together. Otherwise the first prompts of a burst would start streaming and
 // then stall for every later prompt's chunk (64 closed-loop clients at once:
@@ -158,7 +160,8 @@ class Scheduler {
   // waiting ones that free slots and blocks admit), less the last token of
   // each sequence without a token yet.
   int64_t ReadyPromptWork();
-  // Whether the ready prompt work is more than this step's prompt budget.
+  // Whether the ready prompt work is more than this step's token budget
+  // less its decodes.
   bool BurstOverflows();
   bool TryAdmit(SequenceId id, StepPlan* plan);
   bool ReserveBlocks(Sequence& seq, int64_t tokens, std::vector<int32_t>* added);

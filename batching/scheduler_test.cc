@@ -4,6 +4,7 @@
 
 #include "batching/scheduler.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,12 @@ class Timeline {
   // Runs one step at `now`; returns the plan as "id:n[+] ..." and collects events.
   std::string Step(Clock::time_point now = Clock::time_point()) {
     const StepPlan plan = scheduler_.Schedule(now, &events_);
+    int64_t decodes = 0, prompt_tokens = 0;  // A decode: a chunk of a sequence with a token.
+    for (const ScheduledChunk& c : plan.chunks) {
+      (Tokens(c.id) > 0 ? decodes : prompt_tokens) += static_cast<int64_t>(c.token_ids.size());
+    }
     auto result = engine_.Step(plan);
+    if (machine) scheduler_.ObserveStepTime(machine(decodes, prompt_tokens));
     std::vector<SequenceEvent> events =
         result.ok() ? scheduler_.Update(*result, now) : scheduler_.Fail(result.status());
     events_.insert(events_.end(), events.begin(), events.end());
@@ -68,6 +74,9 @@ class Timeline {
     return n;
   }
 
+  // When set, the seconds each step takes, reported to the scheduler's cost
+  // model (mixed_step_ratio).
+  std::function<double(int64_t decodes, int64_t prompt_tokens)> machine;
   Scheduler scheduler_;
   FakeEngine engine_;
   std::vector<SequenceEvent> events_;
@@ -140,6 +149,37 @@ TEST(Scheduler, BurstHoldsAFirstTokenAtMostMaxWaitingTokensSteps) {
   EXPECT_EQ(t.Step(), "2:4");
   EXPECT_EQ(t.Step(), "2:4");
   EXPECT_EQ(t.Step(), "2:3+");
+}
+
+TEST(Scheduler, MixedStepCapSpreadsPromptsButHoldsNoArrivalAgainstIt) {
+  // 10 ms a step, 3 ms a decode, 0.5 ms a prompt token: at ratio 2 a step
+  // beside one decode carries (10 + 3) / 0.5 = 26 prompt tokens.
+  Timeline t({.max_batch_size = 4, .max_tokens_per_step = 256, .mixed_step_ratio = 2,
+              .num_blocks = 128, .block_size = 4, .hold_burst_first_tokens = true});
+  t.machine = [](int64_t decodes, int64_t prompt_tokens) {
+    return 0.010 + 0.003 * decodes + 0.0005 * prompt_tokens;
+  };
+  t.Add(1, 40, 30);
+  EXPECT_EQ(t.Step(), "1:40+");
+  EXPECT_EQ(t.Step(), "1:1+");
+  t.Add(2, 8, 2);
+  EXPECT_EQ(t.Step(), "1:1+ 2:8+");
+  EXPECT_EQ(t.Step(), "1:1+ 2:1+");
+  t.Add(3, 60, 2);  // Alone, a long prompt is spread over steps.
+  EXPECT_EQ(t.Step(), "1:1+ 3:26");
+  EXPECT_EQ(t.Step(), "1:1+ 3:26");
+  EXPECT_EQ(t.Step(), "1:1+ 3:8+");
+  EXPECT_EQ(t.Step(), "1:1+ 3:1+");
+  // Arrivals one after another: each streams once its prompt is in, as the
+  // cap lets it; the hold (whose budget is the step's, 256 tokens) waits for
+  // none. Held against the cap instead, 4 would wait at its last token while
+  // 5 and 6 kept the prompt work above 26 tokens.
+  t.Add(4, 20, 2);
+  t.Add(5, 20, 2);
+  EXPECT_EQ(t.Step(), "1:1+ 4:20+ 5:6");
+  t.Add(6, 20, 2);
+  EXPECT_EQ(t.Step(), "1:1+ 4:1+ 5:14+ 6:18");  // 2 decodes: 32 prompt tokens
+  EXPECT_EQ(t.Step(), "1:1+ 5:1+ 6:2+");
 }
 
 TEST(Scheduler, PreemptsTheYoungestAndRecomputesIt) {
