@@ -10,7 +10,13 @@ unary RPC both ways and the front end's encode and decode). Then runs
 model_bench on the same weights (batch 1, same prompt length) for the model's
 own decode step. Prints a Markdown table per dtype. Not a test.
 
+With --ttft it splits a c=1 request's time to first token instead: --requests
+requests of the same shape, each with a distinct first line (no prefix-cache
+hit) and one token, one at a time; per request the client's TTFT against the
+one prefill step's phases.
+
   tools/profile_step.py [--model DIR] [--dtypes bfloat16,float32] [--tokens 200] [--rounds 3]
+  tools/profile_step.py --ttft [--requests 40] [--model DIR] [--dtypes ...]
 
 FMS_BIN_DIR: binaries of another build (default bazel-bin), as in tools/serving.
 """
@@ -76,6 +82,53 @@ def serve_once(pb, model, dtype, tokens, log):
     return per_step, 1e3 * (last - first) / (tokens - 1)
 
 
+def serve_ttft(pb, model, dtype, requests, log):
+    """[(client TTFT ms, {phase: ms})] for `requests` one-token requests at c=1."""
+    port, http = servers.free_port(), servers.free_port()
+    command, env = servers.fms_command(model, dtype, port, http, 16, 2048)
+    server = servers.Server(f"fms-serve {dtype}", command, env, port, log).start()
+    out = []
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb[1].GenerationServiceStub(channel)
+            for i in range(requests):
+                # The serving benchmark's --unique-prompts line: no prefix-cache hit.
+                request = pb[0].BatchedGenerationRequest(
+                    requests=[pb[0].GenerationRequest(text=f"Request {i}.\n{PROMPT_TEXT}")],
+                    params=pb[0].Parameters(stopping=pb[0].StoppingCriteria(max_new_tokens=1)))
+                before = phase_sums(http)
+                start = time.perf_counter()
+                stub.Generate(request, timeout=600)
+                ttft = 1e3 * (time.perf_counter() - start)
+                # The batcher records a step's phases after its tokens went out.
+                deadline = time.monotonic() + 5
+                while True:
+                    after = phase_sums(http)
+                    steps = after["forward"]["count"] - before["forward"]["count"]
+                    if steps >= 1 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
+                assert steps == 1, f"{steps} steps for one prompt"
+                out.append((ttft, {p: 1e3 * (after[p]["sum"] - before[p]["sum"])
+                                   for p in PHASES}))
+    finally:
+        server.stop()
+    return out
+
+
+def print_ttft(dtype, rows):
+    rows = rows[2:]  # The first requests warm the server's paths up.
+    ttft = statistics.median(r[0] for r in rows)
+    med = {p: statistics.median(r[1][p] for r in rows) for p in PHASES}
+    print(f"\n{dtype}: {len(rows)} requests, TTFT p50 {ttft:.2f} ms\n")
+    print("| phase of the prefill step | ms (p50) | share of TTFT |")
+    print("|---|---|---|")
+    for p in PHASES:
+        print(f"| {p} | {med[p]:.3f} | {100 * med[p] / ttft:.1f} % |")
+    rest = ttft - sum(med.values())
+    print(f"| outside the step (client, front end, queue) | {rest:.3f} | {100 * rest / ttft:.1f} % |")
+
+
 def model_step_ms(model, dtype):
     bin_dir = pathlib.Path(os.environ.get("FMS_BIN_DIR") or ROOT / "bazel-bin")
     out = subprocess.run([str(bin_dir / "tools" / "model_bench"), "--model", str(model),
@@ -92,16 +145,23 @@ def main():
     parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ttft", action="store_true", help="split TTFT, not a decode step")
+    parser.add_argument("--requests", type=int, default=40, help="with --ttft")
     args = parser.parse_args()
     if not args.model:
         args.model = subprocess.run([str(ROOT / "tools" / "fetch_model")], check=True,
                                     capture_output=True, text=True).stdout.split()[-1]
     pb = stubs.load()
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cpus, "
-          f"{args.tokens} tokens a stream, {args.rounds} rounds (served, then model_bench); "
-          "medians of the rounds")
+    shape = (f"{args.requests} one-token requests at c=1" if args.ttft else
+             f"{args.tokens} tokens a stream, {args.rounds} rounds (served, then model_bench); "
+             "medians of the rounds")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cpus, {shape}")
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in args.dtypes.split(","):
+            if args.ttft:
+                print_ttft(dtype, serve_ttft(pb, args.model, dtype, args.requests,
+                                             pathlib.Path(tmp) / "server.log"))
+                continue
             served, itl, bench = [], [], []
             for _ in range(args.rounds):
                 per_step, gap = serve_once(pb, args.model, dtype, args.tokens,
