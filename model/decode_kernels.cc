@@ -85,7 +85,7 @@ at::Tensor RmsNormRows(const at::Tensor& x, const at::Tensor& weight, double eps
 }
 
 void RotateAndCache(const QkvLayout& layout, const at::Tensor& cos, const at::Tensor& sin,
-                    const std::vector<int64_t>& slots, at::Tensor& qkv,
+                    absl::Span<const int64_t> slots, at::Tensor& qkv,
                     at::Tensor& key_cache, at::Tensor& value_cache) {
   const int64_t d = layout.head_dim, kv_values = layout.kv_heads * d;
   const int64_t width = (layout.heads + 2 * layout.kv_heads) * d;

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
+
 namespace fms {
 
 // x [T, n] -> weight * (x * rsqrt(mean(x^2) + eps)), weight [n].
@@ -32,7 +34,7 @@ struct QkvLayout {
   int64_t head_dim = 0;
 };
 void RotateAndCache(const QkvLayout& layout, const at::Tensor& cos, const at::Tensor& sin,
-                    const std::vector<int64_t>& slots, at::Tensor& qkv,
+                    absl::Span<const int64_t> slots, at::Tensor& qkv,
                     at::Tensor& key_cache, at::Tensor& value_cache);
 
 // gate_up [T, 2 * n] -> silu(gate) * up [T, n].

@@ -134,10 +134,9 @@ at::Tensor LlamaModel::RotateAndWrite(const AttentionPlan& plan, const at::Tenso
   const int64_t tokens = qkv.size(0), heads = layout_.heads, kv_heads = layout_.kv_heads;
   const int64_t d = config_.head_dim;
   if (UsesRowLoops()) {
-    const int64_t* slots = plan.write_slots.const_data_ptr<int64_t>();
     RotateAndCache({heads, kv_heads, d}, cos, sin,
-                   std::vector<int64_t>(slots, slots + tokens), qkv, cache.keys(layer),
-                   cache.values(layer));
+                   {plan.write_slots.const_data_ptr<int64_t>(), static_cast<size_t>(tokens)},
+                   qkv, cache.keys(layer), cache.values(layer));
     return qkv.narrow(1, 0, heads * d).view({tokens, heads, d});
   }
   // q [T, heads, d], k/v [T, kv_heads, d]
